@@ -1,0 +1,94 @@
+//! Guest-side bindings for the `sockhost:sockets` imports, shared by every guest, and small
+//! helpers for the patterns every socket guest needs (write all, read a line, name a status).
+//!
+//! A guest crate generates only its exports and maps every import to this crate with
+//! `with: { "sockhost:sockets/types@0.1.0": sockhost_guest::types, ... }`; see the echo guests.
+
+#[allow(missing_docs, unsafe_code, reason = "wit-bindgen generated bindings")]
+#[allow(unsafe_code, reason = "wit-bindgen generated bindings")]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "sockhost:sockets/imports",
+        generate_all,
+        pub_export_macro: true,
+    });
+}
+
+pub use bindings::sockhost::sockets::{datagram_socket, stream_socket, stream_socket_listener, types};
+pub use bindings::wasi;
+
+use types::{SocketError, SocketErrorStatus};
+use wasi::io::streams::{InputStream, OutputStream, StreamError};
+
+/// The kebab-case WIT name of a status, e.g. `connection-refused`.
+pub fn status_name(status: SocketErrorStatus) -> String {
+    let debug = format!("{status:?}");
+    let name = debug.rsplit("::").next().unwrap_or(&debug);
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('-');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// One line for a socket error: `status: message`.
+pub fn describe(error: &SocketError) -> String {
+    match &error.message {
+        Some(message) => format!("{}: {message}", status_name(error.status)),
+        None => status_name(error.status),
+    }
+}
+
+/// The socket error behind a failed stream operation, if any.
+pub fn stream_error(error: &StreamError) -> Option<SocketError> {
+    match error {
+        StreamError::LastOperationFailed(e) => types::stream_error_status(e),
+        StreamError::Closed => None,
+    }
+}
+
+/// Queues all of `data` (waiting while the queue is full) without flushing.
+pub fn write_all(output: &OutputStream, mut data: &[u8]) -> Result<(), StreamError> {
+    while !data.is_empty() {
+        let permit = output.check_write()?;
+        if permit == 0 {
+            output.subscribe().block();
+            continue;
+        }
+        let n = data.len().min(usize::try_from(permit).unwrap_or(usize::MAX));
+        output.write(&data[..n])?;
+        data = &data[n..];
+    }
+    Ok(())
+}
+
+/// Writes all of `data` and waits until it has been sent.
+pub fn send_all(output: &OutputStream, data: &[u8]) -> Result<(), StreamError> {
+    write_all(output, data)?;
+    output.blocking_flush()
+}
+
+/// Reads up to and including the next `\n`; returns the line without it, or `None` if the
+/// stream ended first. Bytes after the newline stay in `buffer` for the next call.
+pub fn read_line(input: &InputStream, buffer: &mut Vec<u8>) -> Result<Option<String>, StreamError> {
+    loop {
+        if let Some(end) = buffer.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            let text = String::from_utf8_lossy(&line[..end]);
+            return Ok(Some(text.trim_end_matches('\r').to_string()));
+        }
+        match input.blocking_read(64 * 1024) {
+            Ok(bytes) => buffer.extend_from_slice(&bytes),
+            Err(StreamError::Closed) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+    }
+}

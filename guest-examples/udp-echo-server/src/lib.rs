@@ -1,0 +1,92 @@
+//! `udp-echo-server [SERVICE] [--reply-port PORT]`: the seed's UDP echo server. Binds SERVICE
+//! (default "1337") on all interfaces and echoes each datagram to its sender. With
+//! `--reply-port`, it answers from a new socket to the sender's address at PORT, as the seed's
+//! sample does (its client listens on 1338). Datagrams arrive at the exported
+//! `message-received` handler.
+
+#[allow(unsafe_code, reason = "wit-bindgen generated bindings")]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "sockhost:sockets/service",
+        with: {
+            "wasi:io/poll@0.2.12": sockhost_guest::wasi::io::poll,
+            "wasi:io/streams@0.2.12": sockhost_guest::wasi::io::streams,
+            "wasi:io/error@0.2.12": sockhost_guest::wasi::io::error,
+            "wasi:clocks/monotonic-clock@0.2.12": sockhost_guest::wasi::clocks::monotonic_clock,
+            "sockhost:sockets/types@0.1.0": sockhost_guest::types,
+            "sockhost:sockets/stream-socket@0.1.0": sockhost_guest::stream_socket,
+            "sockhost:sockets/stream-socket-listener@0.1.0": sockhost_guest::stream_socket_listener,
+            "sockhost:sockets/datagram-socket@0.1.0": sockhost_guest::datagram_socket,
+        },
+    });
+    use super::UdpEchoServer;
+    export!(UdpEchoServer);
+}
+
+use bindings::exports::sockhost::sockets::handlers::Guest as Handlers;
+use bindings::exports::wasi::cli::run::Guest as Run;
+use sockhost_guest::datagram_socket::{DatagramSocket, MessageReceivedEvent};
+use sockhost_guest::stream_socket_listener::ConnectionReceivedEvent;
+use sockhost_guest::{describe, send_all};
+
+/// The component: `run` binds, `message-received` echoes.
+struct UdpEchoServer;
+
+/// The arguments: the service to bind and the optional fixed reply port.
+fn arguments() -> (String, Option<String>) {
+    let mut service = None;
+    let mut reply_port = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--reply-port" => reply_port = args.next(),
+            _ => service = Some(arg),
+        }
+    }
+    (service.unwrap_or_else(|| "1337".to_string()), reply_port)
+}
+
+impl Run for UdpEchoServer {
+    fn run() -> Result<(), ()> {
+        let (service, _) = arguments();
+        let socket = DatagramSocket::new();
+        let bound = socket
+            .bind_service_name(&service)
+            .and_then(|()| socket.enable_message_received("echo"));
+        if let Err(e) = bound {
+            eprintln!("udp-echo-server: bind {service}: {}", describe(&e));
+            return Err(());
+        }
+        println!("udp-echo-server: listening on port {}", socket.local_port());
+        // The host delivers the socket's datagrams after `run` returns, for as long as the
+        // socket lives: keep its handle instead of dropping (closing) it.
+        std::mem::forget(socket);
+        Ok(())
+    }
+}
+
+impl Handlers for UdpEchoServer {
+    fn message_received(event: MessageReceivedEvent) {
+        let message = event.message;
+        let sent = match arguments().1 {
+            None => event
+                .socket
+                .send_to(&message.data, &message.remote_address, &message.remote_port)
+                .map_err(|e| describe(&e)),
+            Some(port) => {
+                // As the seed: a new socket, and an output stream to the sender's address.
+                let reply = DatagramSocket::new();
+                reply
+                    .get_output_stream(&message.remote_address, &port)
+                    .map_err(|e| describe(&e))
+                    .and_then(|output| send_all(&output, &message.data).map_err(|e| format!("{e:?}")))
+            }
+        };
+        if let Err(e) = sent {
+            eprintln!("udp-echo-server: reply: {e}");
+        }
+    }
+
+    fn connection_received(_event: ConnectionReceivedEvent) {}
+}

@@ -1,0 +1,200 @@
+//! Per-instance socket state (`SocketsCtx`) and what the instances of one app share: the
+//! network policy, the registry of bound ports, and the channel that carries socket events to
+//! the app's handler instances.
+
+use crate::bindings::types::{SocketError, SocketErrorStatus};
+use crate::conv::error;
+use crate::policy::NetworkPolicy;
+use crate::resolve::Transport;
+use crate::socket::datagram::{DatagramMessage, SharedUdp};
+use crate::socket::stream::StreamSocket;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use tokio::sync::{mpsc, watch};
+use wasmtime::component::ResourceTable;
+
+/// Identifies one guest app (one component run and its handler instances).
+pub type AppId = u64;
+
+/// Something that happened on a socket whose events go to the app's exported handlers.
+pub enum SocketEvent {
+    /// A listener accepted a connection (`ConnectionReceived`).
+    ConnectionReceived {
+        /// The tag of the listener.
+        tag: String,
+        /// The accepted, connected socket.
+        socket: StreamSocket,
+    },
+    /// A datagram socket received a datagram (`MessageReceived`).
+    MessageReceived {
+        /// The tag of the socket.
+        tag: String,
+        /// The socket, shared with the one that enabled the handler.
+        socket: Arc<SharedUdp>,
+        /// The datagram.
+        message: DatagramMessage,
+    },
+}
+
+/// The socket state of one component instance.
+pub struct SocketsCtx {
+    app: AppId,
+    policy: Arc<NetworkPolicy>,
+    ports: Arc<PortRegistry>,
+    /// Where events go; `None` when the component exports no handlers. Weak, so that the app
+    /// stops serving once no socket delivers events any more.
+    events: Option<mpsc::WeakSender<SocketEvent>>,
+}
+
+impl SocketsCtx {
+    /// A context for an instance of `app`.
+    pub fn new(
+        app: AppId,
+        policy: Arc<NetworkPolicy>,
+        ports: Arc<PortRegistry>,
+        events: Option<mpsc::WeakSender<SocketEvent>>,
+    ) -> Self {
+        Self {
+            app,
+            policy,
+            ports,
+            events,
+        }
+    }
+
+    /// The network policy.
+    pub fn policy(&self) -> &NetworkPolicy {
+        &self.policy
+    }
+
+    /// The app this instance belongs to.
+    pub fn app(&self) -> AppId {
+        self.app
+    }
+
+    /// The registry of bound ports.
+    pub fn ports(&self) -> &Arc<PortRegistry> {
+        &self.ports
+    }
+
+    /// A sender for events, or `not-supported` when the component has no handlers.
+    pub fn event_sender(&self) -> Result<mpsc::Sender<SocketEvent>, SocketError> {
+        self.events
+            .as_ref()
+            .and_then(mpsc::WeakSender::upgrade)
+            .ok_or_else(|| {
+                error(
+                    SocketErrorStatus::NotSupported,
+                    "this component does not export sockhost:sockets/handlers",
+                )
+            })
+    }
+
+    /// Checks a connection or datagram to `addr` against the policy and app isolation.
+    pub fn check_connect(&self, name: Option<&str>, addr: SocketAddr, transport: Transport) -> Result<(), SocketError> {
+        self.policy.check_connect(name, addr)?;
+        if self.policy.isolate_apps && addr.ip().to_canonical().is_loopback() {
+            if let Some(owner) = self.ports.owner(transport, addr.port()) {
+                if owner != self.app {
+                    return Err(error(
+                        SocketErrorStatus::AccessDenied,
+                        format!("{addr} belongs to another app, and apps are isolated from each other (--isolate-apps)"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Access to the socket state in a store's data, as `wasmtime_wasi::WasiView` gives WASI's.
+pub trait SocketsView: Send {
+    /// The socket state and the resource table.
+    fn sockets(&mut self) -> SocketsCtxView<'_>;
+}
+
+/// The socket state of an instance and its resource table.
+pub struct SocketsCtxView<'a> {
+    /// The socket state.
+    pub ctx: &'a mut SocketsCtx,
+    /// The instance's resources.
+    pub table: &'a mut ResourceTable,
+}
+
+/// The local ports bound by every app of a host: for `--isolate-apps`, and so that an
+/// embedder (the demo, tests) can learn which port a guest bound.
+#[derive(Default)]
+pub struct PortRegistry {
+    entries: Mutex<Vec<PortEntry>>,
+    changed: watch::Sender<u64>,
+}
+
+#[derive(Clone, Copy)]
+struct PortEntry {
+    id: u64,
+    app: AppId,
+    transport: Transport,
+    addr: SocketAddr,
+}
+
+/// Removes a port from the registry when the socket that bound it goes away.
+pub struct PortRegistration {
+    registry: Arc<PortRegistry>,
+    id: u64,
+}
+
+impl Drop for PortRegistration {
+    fn drop(&mut self) {
+        self.registry.lock().retain(|e| e.id != self.id);
+        self.registry.changed.send_modify(|v| *v += 1);
+    }
+}
+
+impl PortRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PortEntry>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that `app` bound `addr`.
+    pub fn register(self: &Arc<Self>, app: AppId, transport: Transport, addr: SocketAddr) -> PortRegistration {
+        static NEXT: AtomicU64 = AtomicU64::new(1);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
+        self.lock().push(PortEntry { id, app, transport, addr });
+        self.changed.send_modify(|v| *v += 1);
+        PortRegistration {
+            registry: self.clone(),
+            id,
+        }
+    }
+
+    /// The app that bound a port, if any.
+    pub fn owner(&self, transport: Transport, port: u16) -> Option<AppId> {
+        self.lock()
+            .iter()
+            .find(|e| e.transport == transport && e.addr.port() == port)
+            .map(|e| e.app)
+    }
+
+    /// The addresses an app has bound, oldest first.
+    pub fn bound_by(&self, app: AppId, transport: Transport) -> Vec<SocketAddr> {
+        self.lock()
+            .iter()
+            .filter(|e| e.app == app && e.transport == transport)
+            .map(|e| e.addr)
+            .collect()
+    }
+
+    /// Waits until `app` has bound a port of `transport` and returns the first.
+    pub async fn wait_bound(&self, app: AppId, transport: Transport) -> SocketAddr {
+        let mut changed = self.changed.subscribe();
+        loop {
+            if let Some(addr) = self.bound_by(app, transport).first() {
+                return *addr;
+            }
+            if changed.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    }
+}

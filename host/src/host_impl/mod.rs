@@ -1,0 +1,30 @@
+//! Thin adapters from the generated `Host*` traits to the socket cores, one file per resource.
+
+mod datagram;
+mod listener;
+mod stream_socket;
+mod types;
+
+use crate::bindings::types::SocketError;
+use crate::ctx::SocketsCtxView;
+use crate::host_name::HostName;
+use wasmtime::component::Resource;
+
+impl SocketsCtxView<'_> {
+    /// A copy of a guest's host name (the handle stays the guest's).
+    fn host_name(&self, name: &Resource<HostName>) -> wasmtime::Result<HostName> {
+        Ok(self.table.get(name)?.clone())
+    }
+
+    /// Pushes a host name for an IP address, if there is one.
+    fn push_address(&mut self, ip: Option<std::net::IpAddr>) -> wasmtime::Result<Option<Resource<HostName>>> {
+        ip.map(|ip| self.table.push(HostName::from_ip(ip)))
+            .transpose()
+            .map_err(Into::into)
+    }
+}
+
+/// Turns a core result into a host result: errors are values for the guest, not traps.
+fn ok<T>(result: Result<T, SocketError>) -> wasmtime::Result<Result<T, SocketError>> {
+    Ok(result)
+}

@@ -1,0 +1,134 @@
+//! The `sockhost` command: `sockhost run` runs a component, `sockhost demo` runs the embedded
+//! echo guests against each other.
+
+mod demo;
+
+use clap::{Parser, Subcommand};
+use sockhost::policy::{AddressRule, NetworkPolicy};
+use sockhost::runtime::{RunOptions, Runtime};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Runs WebAssembly components with UWP-style sockets (StreamSocket, StreamSocketListener,
+/// DatagramSocket) on native sockets.
+#[derive(Parser)]
+#[command(name = "sockhost", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a component (a sockhost:sockets client or service, or a wasi:cli command).
+    Run(RunArgs),
+    /// Runs the embedded TCP and UDP echo servers and clients against each other on loopback.
+    Demo,
+}
+
+/// `sockhost run`.
+#[derive(Parser)]
+struct RunArgs {
+    #[command(flatten)]
+    network: NetworkArgs,
+    /// How many connection-received / message-received handlers may run at once.
+    #[arg(long, value_name = "N", default_value_t = sockhost::runtime::DEFAULT_MAX_HANDLERS)]
+    max_handlers: usize,
+    /// The component to run.
+    #[arg(value_name = "COMPONENT.wasm")]
+    component: PathBuf,
+    /// Arguments passed to the component.
+    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    args: Vec<String>,
+}
+
+/// The network policy flags. Without any, the component may not bind or connect at all.
+#[derive(Parser)]
+struct NetworkArgs {
+    /// Allow binding ADDR (an IP, a CIDR network or *) on PORTS (a port, LOW-HIGH or *).
+    #[arg(long, value_name = "ADDR[:PORTS]")]
+    allow_bind: Vec<AddressRule>,
+    /// Allow connecting and sending to HOST (a name, an IP, a CIDR network or *) on PORTS.
+    #[arg(long, value_name = "HOST[:PORTS]")]
+    allow_connect: Vec<AddressRule>,
+    /// Allow every bind and connect, and give wasi:sockets the host's network too.
+    #[arg(long)]
+    inherit_network: bool,
+    /// Refuse loopback connections from one app to a port another app bound (UWP's network
+    /// isolation).
+    #[arg(long)]
+    isolate_apps: bool,
+}
+
+impl NetworkArgs {
+    fn policy(self) -> NetworkPolicy {
+        NetworkPolicy {
+            inherit_network: self.inherit_network,
+            allow_bind: self.allow_bind,
+            allow_connect: self.allow_connect,
+            isolate_apps: self.isolate_apps,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("invalid arguments");
+            eprintln!("sockhost: {} (see sockhost --help)", first.trim_start_matches("error: "));
+            return ExitCode::from(2);
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("sockhost: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run(args) => run(args).await,
+            Command::Demo => demo::run().await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sockhost: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut runtime = Runtime::new(args.network.policy()).map_err(anyhow::Error::from)?;
+    runtime.set_max_handlers(args.max_handlers);
+    let program = runtime.load_file(&args.component).map_err(anyhow::Error::from)?;
+    let app = runtime.start(&program, RunOptions::new(args.args));
+    let exit = tokio::select! {
+        exit = app.wait() => exit.map_err(anyhow::Error::from)?,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("sockhost: interrupted");
+            return Ok(ExitCode::from(130));
+        }
+    };
+    if let Some(trap) = exit.trap {
+        let first = trap.lines().next().unwrap_or("trap");
+        anyhow::bail!("{} trapped: {first}", args.component.display());
+    }
+    Ok(ExitCode::from(u8::try_from(exit.code).unwrap_or(1)))
+}

@@ -1,0 +1,190 @@
+//! `StreamSocketListener`: a listening TCP socket that hands out accepted `StreamSocket`s,
+//! either to `accept` or, once enabled, to the app's `connection-received` handler.
+
+use super::AbortOnDrop;
+use super::stream::{Connection, StreamControl, StreamSocket};
+use crate::bindings::types::{SocketError, SocketErrorStatus};
+use crate::conv::{error, invalid_operation, io_error};
+use crate::ctx::{PortRegistration, SocketEvent, SocketsCtx};
+use crate::resolve::Transport;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use wasmtime_wasi_io::poll::Pollable;
+
+/// How many connections may wait to be accepted.
+const BACKLOG: i32 = 1024;
+
+/// Where a listener is in its life.
+enum ListenerState {
+    /// Created; control settings may change.
+    Unbound,
+    /// Bound and listening.
+    Listening(Listening),
+    /// Closed by `close` or `cancel-io`; nothing more is accepted.
+    Closed,
+}
+
+struct Listening {
+    listener: Arc<TcpListener>,
+    local: SocketAddr,
+    /// A connection accepted by `subscribe`'s pollable for the next `accept`.
+    pending: Option<io::Result<TcpStream>>,
+    /// The task that delivers connections to the handler, once enabled.
+    delivery: Option<AbortOnDrop>,
+    _port: PortRegistration,
+}
+
+/// A TCP listener. Mirrors UWP `StreamSocketListener`.
+pub struct StreamSocketListener {
+    control: StreamControl,
+    state: ListenerState,
+}
+
+impl Default for StreamSocketListener {
+    fn default() -> Self {
+        Self {
+            control: StreamControl::default(),
+            state: ListenerState::Unbound,
+        }
+    }
+}
+
+impl StreamSocketListener {
+    /// The control settings for accepted sockets.
+    pub fn control(&self) -> &StreamControl {
+        &self.control
+    }
+
+    /// Changes a control setting; only allowed before bind.
+    pub fn set_control(&mut self, change: impl FnOnce(&mut StreamControl)) -> Result<(), SocketError> {
+        match self.state {
+            ListenerState::Unbound => {
+                change(&mut self.control);
+                Ok(())
+            }
+            _ => Err(invalid_operation("listener control settings cannot change after bind")),
+        }
+    }
+
+    /// Binds and listens on `addr` (`[::]` for all interfaces, dual stack).
+    pub fn bind(&mut self, ctx: &SocketsCtx, addr: SocketAddr) -> Result<(), SocketError> {
+        if !matches!(self.state, ListenerState::Unbound) {
+            return Err(invalid_operation("the listener is already bound"));
+        }
+        ctx.policy().check_bind(addr)?;
+        let control = &self.control;
+        let doing = || format!("listen on {addr}");
+        // Linux copies these options from the listening socket to each accepted socket.
+        let (socket, local) = super::bind_socket(addr, socket2::Type::STREAM, false, |socket, addr| {
+            socket.set_tcp_nodelay(control.no_delay)?;
+            control.apply_before(socket.into(), addr)
+        })
+        .map_err(|e| io_error(&e, doing()))?;
+        socket.listen(BACKLOG).map_err(|e| io_error(&e, doing()))?;
+        let listener = TcpListener::from_std(socket.into()).map_err(|e| io_error(&e, doing()))?;
+        tracing::debug!(%local, "listening");
+        self.state = ListenerState::Listening(Listening {
+            listener: Arc::new(listener),
+            local,
+            pending: None,
+            delivery: None,
+            _port: ctx.ports().register(ctx.app(), Transport::Tcp, local),
+        });
+        Ok(())
+    }
+
+    fn listening(&mut self) -> Result<&mut Listening, SocketError> {
+        match &mut self.state {
+            ListenerState::Listening(l) if l.delivery.is_none() => Ok(l),
+            ListenerState::Listening(_) => Err(invalid_operation(
+                "the listener delivers its connections to the connection-received handler",
+            )),
+            ListenerState::Unbound => Err(invalid_operation("the listener is not bound")),
+            ListenerState::Closed => Err(error(SocketErrorStatus::OperationAborted, "the listener is closed")),
+        }
+    }
+
+    /// Waits for the next connection.
+    pub async fn accept(&mut self) -> Result<StreamSocket, SocketError> {
+        let control = self.control.clone();
+        let listening = self.listening()?;
+        let stream = match listening.pending.take() {
+            Some(result) => result,
+            None => listening.listener.accept().await.map(|(stream, _)| stream),
+        };
+        let doing = || format!("accept on {}", listening.local);
+        let stream = stream.map_err(|e| io_error(&e, doing()))?;
+        let connection = Connection::new(stream).map_err(|e| io_error(&e, doing()))?;
+        Ok(StreamSocket::accepted(connection, control))
+    }
+
+    /// Sends every accepted connection to the app's handler, tagged with `tag`.
+    pub fn enable_connection_received(&mut self, events: mpsc::Sender<SocketEvent>, tag: String) -> Result<(), SocketError> {
+        let control = self.control.clone();
+        let listening = self.listening()?;
+        let listener = listening.listener.clone();
+        let pending = listening.pending.take();
+        listening.delivery = Some(AbortOnDrop::spawn(deliver(listener, pending, control, events, tag)));
+        Ok(())
+    }
+
+    /// Stops accepting and closes the listening socket.
+    pub fn close(&mut self) {
+        self.state = ListenerState::Closed;
+    }
+
+    /// The local port; empty before bind.
+    pub fn local_port(&self) -> String {
+        match &self.state {
+            ListenerState::Listening(l) => l.local.port().to_string(),
+            _ => String::new(),
+        }
+    }
+}
+
+async fn deliver(
+    listener: Arc<TcpListener>,
+    mut pending: Option<io::Result<TcpStream>>,
+    control: StreamControl,
+    events: mpsc::Sender<SocketEvent>,
+    tag: String,
+) {
+    loop {
+        let accepted = match pending.take() {
+            Some(result) => result,
+            None => listener.accept().await.map(|(stream, _)| stream),
+        };
+        let socket = match accepted.and_then(Connection::new) {
+            Ok(connection) => StreamSocket::accepted(connection, control.clone()),
+            Err(e) => {
+                // Out of descriptors or a connection reset before accept: wait a little
+                // instead of spinning, and keep listening.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let event = SocketEvent::ConnectionReceived {
+            tag: tag.clone(),
+            socket,
+        };
+        if events.send(event).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Pollable for StreamSocketListener {
+    async fn ready(&mut self) {
+        if let ListenerState::Listening(l) = &mut self.state {
+            if l.pending.is_none() && l.delivery.is_none() {
+                l.pending = Some(l.listener.accept().await.map(|(stream, _)| stream));
+            }
+        }
+    }
+}
