@@ -124,6 +124,19 @@ impl Runtime {
         })
     }
 
+    /// A runtime with another policy that shares this one's engine, linker and compiled
+    /// programs (a [`Program`] loaded by either runs in both), with its own port registry.
+    pub fn with_policy(&self, policy: NetworkPolicy) -> Self {
+        Self {
+            engine: self.engine.clone(),
+            linker: self.linker.clone(),
+            policy: Arc::new(policy),
+            ports: Arc::new(PortRegistry::default()),
+            max_handlers: self.max_handlers,
+            next_app: AtomicU64::new(1),
+        }
+    }
+
     /// Sets how many handler instances may run at once.
     pub fn set_max_handlers(&mut self, max: usize) {
         self.max_handlers = max.max(1);
