@@ -130,10 +130,13 @@ impl fmt::Display for StreamFailure {
 impl std::error::Error for StreamFailure {}
 
 /// A failed stream operation, as `wasi:io` reports it.
-pub fn stream_failure(err: &io::Error, doing: impl fmt::Display) -> wasmtime_wasi_io::streams::StreamError {
-    wasmtime_wasi_io::streams::StreamError::LastOperationFailed(wasmtime::Error::new(StreamFailure(
-        io_error(err, doing),
-    )))
+pub fn stream_failure(
+    err: &io::Error,
+    doing: impl fmt::Display,
+) -> wasmtime_wasi_io::streams::StreamError {
+    wasmtime_wasi_io::streams::StreamError::LastOperationFailed(wasmtime::Error::new(
+        StreamFailure(io_error(err, doing)),
+    ))
 }
 
 /// The port of an address as UWP reports it: a decimal string.

@@ -92,17 +92,24 @@ impl SocketsCtx {
     }
 
     /// Checks a connection or datagram to `addr` against the policy and app isolation.
-    pub fn check_connect(&self, name: Option<&str>, addr: SocketAddr, transport: Transport) -> Result<(), SocketError> {
+    pub fn check_connect(
+        &self,
+        name: Option<&str>,
+        addr: SocketAddr,
+        transport: Transport,
+    ) -> Result<(), SocketError> {
         self.policy.check_connect(name, addr)?;
-        if self.policy.isolate_apps && addr.ip().to_canonical().is_loopback() {
-            if let Some(owner) = self.ports.owner(transport, addr.port()) {
-                if owner != self.app {
-                    return Err(error(
-                        SocketErrorStatus::AccessDenied,
-                        format!("{addr} belongs to another app, and apps are isolated from each other (--isolate-apps)"),
-                    ));
-                }
-            }
+        if self.policy.isolate_apps
+            && addr.ip().to_canonical().is_loopback()
+            && let Some(owner) = self.ports.owner(transport, addr.port())
+            && owner != self.app
+        {
+            return Err(error(
+                SocketErrorStatus::AccessDenied,
+                format!(
+                    "{addr} belongs to another app, and apps are isolated from each other (--isolate-apps)"
+                ),
+            ));
         }
         Ok(())
     }
@@ -157,10 +164,20 @@ impl PortRegistry {
     }
 
     /// Records that `app` bound `addr`.
-    pub fn register(self: &Arc<Self>, app: AppId, transport: Transport, addr: SocketAddr) -> PortRegistration {
+    pub fn register(
+        self: &Arc<Self>,
+        app: AppId,
+        transport: Transport,
+        addr: SocketAddr,
+    ) -> PortRegistration {
         static NEXT: AtomicU64 = AtomicU64::new(1);
         let id = NEXT.fetch_add(1, Ordering::Relaxed);
-        self.lock().push(PortEntry { id, app, transport, addr });
+        self.lock().push(PortEntry {
+            id,
+            app,
+            transport,
+            addr,
+        });
         self.changed.send_modify(|v| *v += 1);
         PortRegistration {
             registry: self.clone(),

@@ -14,7 +14,11 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(20);
 pub async fn run() -> anyhow::Result<ExitCode> {
     let policy = NetworkPolicy {
         allow_bind: vec!["*:0".parse()?],
-        allow_connect: vec!["127.0.0.0/8".parse()?, "[::1]".parse()?, "localhost".parse()?],
+        allow_connect: vec![
+            "127.0.0.0/8".parse()?,
+            "[::1]".parse()?,
+            "localhost".parse()?,
+        ],
         ..NetworkPolicy::default()
     };
     let runtime = Runtime::new(policy).map_err(anyhow::Error::from)?;
@@ -22,8 +26,18 @@ pub async fn run() -> anyhow::Result<ExitCode> {
     println!("policy: bind *:0 (a free port), connect to loopback only\n");
     let mut all_ok = true;
     for (transport, server, client, message) in [
-        (Transport::Tcp, sockhost_guests::TCP_ECHO_SERVER_BYTES, sockhost_guests::TCP_ECHO_CLIENT_BYTES, "Hello over TCP!"),
-        (Transport::Udp, sockhost_guests::UDP_ECHO_SERVER_BYTES, sockhost_guests::UDP_ECHO_CLIENT_BYTES, "Hello, world!"),
+        (
+            Transport::Tcp,
+            sockhost_guests::TCP_ECHO_SERVER_BYTES,
+            sockhost_guests::TCP_ECHO_CLIENT_BYTES,
+            "Hello over TCP!",
+        ),
+        (
+            Transport::Udp,
+            sockhost_guests::UDP_ECHO_SERVER_BYTES,
+            sockhost_guests::UDP_ECHO_CLIENT_BYTES,
+            "Hello, world!",
+        ),
     ] {
         let label = match transport {
             Transport::Tcp => "TCP",
@@ -31,8 +45,12 @@ pub async fn run() -> anyhow::Result<ExitCode> {
         };
         let server_name = format!("{}-echo-server", label.to_lowercase());
         let client_name = format!("{}-echo-client", label.to_lowercase());
-        let server = runtime.load(&server_name, server).map_err(anyhow::Error::from)?;
-        let client = runtime.load(&client_name, client).map_err(anyhow::Error::from)?;
+        let server = runtime
+            .load(&server_name, server)
+            .map_err(anyhow::Error::from)?;
+        let client = runtime
+            .load(&client_name, client)
+            .map_err(anyhow::Error::from)?;
         let server_out = MemoryOutputPipe::new(4096);
         let server_app = runtime.start(
             &server,
@@ -62,17 +80,31 @@ pub async fn run() -> anyhow::Result<ExitCode> {
             .await
             .map_err(|_| anyhow::anyhow!("{client_name} did not finish"))?
             .map_err(anyhow::Error::from)?;
-        let echoed = String::from_utf8_lossy(&client_out.contents()).trim_end().to_string();
+        let echoed = String::from_utf8_lossy(&client_out.contents())
+            .trim_end()
+            .to_string();
         println!("{label}: {client_name} sent    {message:?}");
         if exit.code == 0 {
-            println!("{label}: {client_name} got back {echoed:?} in {:.1} ms\n", started.elapsed().as_secs_f64() * 1e3);
+            println!(
+                "{label}: {client_name} got back {echoed:?} in {:.1} ms\n",
+                started.elapsed().as_secs_f64() * 1e3
+            );
         } else {
             all_ok = false;
-            let err = String::from_utf8_lossy(&client_err.contents()).trim_end().to_string();
-            println!("{label}: {client_name} failed (exit {}): {err}\n", exit.code);
+            let err = String::from_utf8_lossy(&client_err.contents())
+                .trim_end()
+                .to_string();
+            println!(
+                "{label}: {client_name} failed (exit {}): {err}\n",
+                exit.code
+            );
         }
         server_app.stop();
     }
     println!("{}", if all_ok { "demo ok" } else { "demo FAILED" });
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

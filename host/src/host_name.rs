@@ -32,7 +32,8 @@ impl HostName {
             });
         }
         let name = raw.strip_suffix('.').unwrap_or(raw);
-        validate_dns_name(name).map_err(|why| invalid_argument(format!("host name {raw:?}: {why}")))?;
+        validate_dns_name(name)
+            .map_err(|why| invalid_argument(format!("host name {raw:?}: {why}")))?;
         Ok(Self {
             raw: raw.to_string(),
             canonical: name.to_lowercase(),
@@ -124,14 +125,30 @@ mod tests {
         assert_eq!(v6.canonical_name(), "::1");
         assert_eq!(v6.display_name(), "0:0::1");
         assert_eq!(v6.kind(), HostNameType::Ipv6);
-        assert_eq!(HostName::parse("127.0.0.1").unwrap().kind(), HostNameType::Ipv4);
+        assert_eq!(
+            HostName::parse("127.0.0.1").unwrap().kind(),
+            HostNameType::Ipv4
+        );
     }
 
     #[test]
     fn rejects_invalid_names() {
-        for bad in ["", "a b", "exa mple.com", "a..b", "-a.com", "a/b", "x@y", &"a".repeat(64)] {
+        for bad in [
+            "",
+            "a b",
+            "exa mple.com",
+            "a..b",
+            "-a.com",
+            "a/b",
+            "x@y",
+            &"a".repeat(64),
+        ] {
             let err = HostName::parse(bad).unwrap_err();
-            assert_eq!(err.status, crate::bindings::types::SocketErrorStatus::InvalidArgument, "{bad:?}");
+            assert_eq!(
+                err.status,
+                crate::bindings::types::SocketErrorStatus::InvalidArgument,
+                "{bad:?}"
+            );
         }
     }
 }

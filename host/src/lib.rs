@@ -33,8 +33,8 @@
 pub mod bindings;
 pub mod conv;
 pub mod ctx;
-pub mod host_name;
 mod host_impl;
+pub mod host_name;
 pub mod policy;
 pub mod resolve;
 pub mod runtime;

@@ -38,7 +38,11 @@ struct RunArgs {
     #[arg(value_name = "COMPONENT.wasm")]
     component: PathBuf,
     /// Arguments passed to the component.
-    #[arg(value_name = "ARGS", trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(
+        value_name = "ARGS",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
     args: Vec<String>,
 }
 
@@ -79,10 +83,21 @@ fn main() -> ExitCode {
             let _ = e.print();
             return ExitCode::SUCCESS;
         }
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprintln!("sockhost: missing a command: run or demo (see sockhost --help)");
+            return ExitCode::from(2);
+        }
         Err(e) => {
+            // clap's message without its usage block and tips, on one line.
             let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("invalid arguments");
-            eprintln!("sockhost: {} (see sockhost --help)", first.trim_start_matches("error: "));
+            let message = rendered
+                .lines()
+                .take_while(|line| !line.starts_with("Usage:"))
+                .filter(|line| !line.trim_start().starts_with("tip:"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let message = one_line(message.trim_start_matches("error: "));
+            eprintln!("sockhost: {message} (see sockhost --help)");
             return ExitCode::from(2);
         }
     };
@@ -108,16 +123,23 @@ fn main() -> ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("sockhost: {e:#}");
+            eprintln!("sockhost: {}", one_line(&format!("{e:#}")));
             ExitCode::FAILURE
         }
     }
 }
 
+/// Folds a message onto one line: every run of whitespace becomes one space.
+fn one_line(message: &str) -> String {
+    message.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut runtime = Runtime::new(args.network.policy()).map_err(anyhow::Error::from)?;
     runtime.set_max_handlers(args.max_handlers);
-    let program = runtime.load_file(&args.component).map_err(anyhow::Error::from)?;
+    let program = runtime
+        .load_file(&args.component)
+        .map_err(anyhow::Error::from)?;
     let app = runtime.start(&program, RunOptions::new(args.args));
     let exit = tokio::select! {
         exit = app.wait() => exit.map_err(anyhow::Error::from)?,

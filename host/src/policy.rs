@@ -37,13 +37,20 @@ impl NetworkPolicy {
         }
         Err(error(
             SocketErrorStatus::AccessDenied,
-            format!("binding {addr} is not allowed by the host's network policy (see --allow-bind)"),
+            format!(
+                "binding {addr} is not allowed by the host's network policy (see --allow-bind)"
+            ),
         ))
     }
 
     /// Checks a connection or datagram to `addr`, reached through the name `name` if any.
     pub fn check_connect(&self, name: Option<&str>, addr: SocketAddr) -> Result<(), SocketError> {
-        if self.inherit_network || self.allow_connect.iter().any(|rule| rule.matches(name, addr)) {
+        if self.inherit_network
+            || self
+                .allow_connect
+                .iter()
+                .any(|rule| rule.matches(name, addr))
+        {
             return Ok(());
         }
         let shown = match name {
@@ -52,7 +59,9 @@ impl NetworkPolicy {
         };
         Err(error(
             SocketErrorStatus::AccessDenied,
-            format!("connecting to {shown} is not allowed by the host's network policy (see --allow-connect)"),
+            format!(
+                "connecting to {shown} is not allowed by the host's network policy (see --allow-connect)"
+            ),
         ))
     }
 }
@@ -103,7 +112,9 @@ fn in_network(ip: IpAddr, net: IpAddr, prefix: u8) -> bool {
 
 /// Why an address rule did not parse.
 #[derive(Debug, thiserror::Error)]
-#[error("invalid address rule {rule:?}: {why} (expected HOST[:PORTS], e.g. 127.0.0.1:8000-8100, [::1]:80, example.com, *:443)")]
+#[error(
+    "invalid address rule {rule:?}: {why} (expected HOST[:PORTS], e.g. 127.0.0.1:8000-8100, [::1]:80, example.com, *:443)"
+)]
 pub struct RuleParseError {
     rule: String,
     why: &'static str,
@@ -121,7 +132,14 @@ impl FromStr for AddressRule {
             let (host, after) = rest.split_once(']').ok_or_else(|| fail("missing ']'"))?;
             match after {
                 "" => (host, None),
-                _ => (host, Some(after.strip_prefix(':').ok_or_else(|| fail("expected ':' after ']'"))?)),
+                _ => (
+                    host,
+                    Some(
+                        after
+                            .strip_prefix(':')
+                            .ok_or_else(|| fail("expected ':' after ']'"))?,
+                    ),
+                ),
             }
         } else if rule.matches(':').count() > 1 {
             (rule, None) // a bare IPv6 address or network
@@ -212,10 +230,16 @@ mod tests {
     #[test]
     fn default_denies() {
         let policy = NetworkPolicy::default();
-        let err = policy.check_connect(Some("localhost"), addr("127.0.0.1:1337")).unwrap_err();
+        let err = policy
+            .check_connect(Some("localhost"), addr("127.0.0.1:1337"))
+            .unwrap_err();
         assert_eq!(err.status, SocketErrorStatus::AccessDenied);
         assert!(err.message.unwrap().contains("localhost (127.0.0.1:1337)"));
         assert!(policy.check_bind(addr("0.0.0.0:1")).is_err());
-        assert!(NetworkPolicy::allow_all().check_bind(addr("0.0.0.0:1")).is_ok());
+        assert!(
+            NetworkPolicy::allow_all()
+                .check_bind(addr("0.0.0.0:1"))
+                .is_ok()
+        );
     }
 }

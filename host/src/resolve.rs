@@ -19,7 +19,11 @@ pub enum Transport {
 /// Parses a service name: a port number, or a name from /etc/services (with a few well-known
 /// names built in for machines without that file). `allow_empty` is for local service names,
 /// where empty means "the system picks" (port 0).
-pub fn service_port(service: &str, transport: Transport, allow_empty: bool) -> Result<u16, SocketError> {
+pub fn service_port(
+    service: &str,
+    transport: Transport,
+    allow_empty: bool,
+) -> Result<u16, SocketError> {
     if service.is_empty() {
         return if allow_empty {
             Ok(0)
@@ -43,10 +47,25 @@ fn services() -> &'static HashMap<(String, Transport), u16> {
     SERVICES.get_or_init(|| {
         let mut map = HashMap::new();
         for (name, port) in [
-            ("echo", 7), ("discard", 9), ("daytime", 13), ("ftp", 21), ("ssh", 22),
-            ("telnet", 23), ("smtp", 25), ("domain", 53), ("http", 80), ("pop3", 110),
-            ("ntp", 123), ("imap", 143), ("snmp", 161), ("ldap", 389), ("https", 443),
-            ("submission", 587), ("imaps", 993), ("pop3s", 995), ("mqtt", 1883),
+            ("echo", 7),
+            ("discard", 9),
+            ("daytime", 13),
+            ("ftp", 21),
+            ("ssh", 22),
+            ("telnet", 23),
+            ("smtp", 25),
+            ("domain", 53),
+            ("http", 80),
+            ("pop3", 110),
+            ("ntp", 123),
+            ("imap", 143),
+            ("snmp", 161),
+            ("ldap", 389),
+            ("https", 443),
+            ("submission", 587),
+            ("imaps", 993),
+            ("pop3s", 995),
+            ("mqtt", 1883),
         ] {
             for transport in [Transport::Tcp, Transport::Udp] {
                 map.insert((name.to_string(), transport), port);
@@ -59,8 +78,12 @@ fn services() -> &'static HashMap<(String, Transport), u16> {
                 let (Some(name), Some(port_proto)) = (fields.next(), fields.next()) else {
                     continue;
                 };
-                let Some((port, proto)) = port_proto.split_once('/') else { continue };
-                let Ok(port) = port.parse::<u16>() else { continue };
+                let Some((port, proto)) = port_proto.split_once('/') else {
+                    continue;
+                };
+                let Ok(port) = port.parse::<u16>() else {
+                    continue;
+                };
                 let transport = match proto {
                     "tcp" => Transport::Tcp,
                     "udp" => Transport::Udp,
@@ -104,8 +127,12 @@ pub async fn resolve(host: &HostName, port: u16) -> Result<Vec<SocketAddr>, Sock
             socktype: libc::SOCK_STREAM,
             ..Default::default()
         };
-        dns_lookup::getaddrinfo(Some(&lookup), None, Some(hints))
-            .map(|addrs| addrs.filter_map(Result::ok).map(|a| a.sockaddr.ip()).collect::<Vec<_>>())
+        dns_lookup::getaddrinfo(Some(&lookup), None, Some(hints)).map(|addrs| {
+            addrs
+                .filter_map(Result::ok)
+                .map(|a| a.sockaddr.ip())
+                .collect::<Vec<_>>()
+        })
     })
     .await
     .map_err(|e| error(SocketErrorStatus::Unknown, format!("resolve {name}: {e}")))?;
@@ -118,7 +145,10 @@ pub async fn resolve(host: &HostName, port: u16) -> Result<Vec<SocketAddr>, Sock
         }
     }
     if addrs.is_empty() {
-        return Err(error(SocketErrorStatus::NoAddressesFound, format!("resolve {name}: no addresses")));
+        return Err(error(
+            SocketErrorStatus::NoAddressesFound,
+            format!("resolve {name}: no addresses"),
+        ));
     }
     Ok(addrs)
 }

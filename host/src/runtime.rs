@@ -149,8 +149,12 @@ impl Runtime {
 
     /// Compiles a component from a file.
     pub fn load_file(&self, path: &Path) -> wasmtime::Result<Program> {
-        let bytes = std::fs::read(path).map_err(|e| wasmtime::format_err!("cannot read {}: {e}", path.display()))?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let bytes = std::fs::read(path)
+            .map_err(|e| wasmtime::format_err!("cannot read {}: {e}", path.display()))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         self.load(&name, &bytes)
     }
 
@@ -166,7 +170,11 @@ impl Runtime {
             .component_type()
             .exports(&self.engine)
             .any(|(export, _)| export == HANDLERS_EXPORT);
-        let handlers = if exports_handlers { Some(ServicePre::new(pre.clone())?) } else { None };
+        let handlers = if exports_handlers {
+            Some(ServicePre::new(pre.clone())?)
+        } else {
+            None
+        };
         Ok(Program {
             pre,
             handlers,
@@ -220,7 +228,9 @@ impl RunningApp {
 
     /// Waits until the app ends.
     pub async fn wait(mut self) -> wasmtime::Result<AppExit> {
-        (&mut self.task).await.map_err(|e| wasmtime::format_err!("the app's task failed: {e}"))?
+        (&mut self.task)
+            .await
+            .map_err(|e| wasmtime::format_err!("the app's task failed: {e}"))?
     }
 
     /// Stops the app at once: its instances are dropped and their sockets closed.
@@ -249,7 +259,8 @@ struct App {
 impl App {
     fn store(&self, events: Option<mpsc::WeakSender<SocketEvent>>) -> Store<HostState> {
         let mut wasi = WasiCtxBuilder::new();
-        wasi.args(&[self.program.name.as_str()]).args(&self.options.args);
+        wasi.args(&[self.program.name.as_str()])
+            .args(&self.options.args);
         match &self.options.stdout {
             Some(pipe) => wasi.stdout(pipe.clone()),
             None => wasi.inherit_stdout(),
@@ -279,26 +290,48 @@ impl App {
                 instance.wasi_cli_run().call_run(&mut store).await
             }
             None => {
-                let command = CommandPre::new(self.program.pre.clone())?.instantiate_async(&mut store).await?;
+                let command = CommandPre::new(self.program.pre.clone())?
+                    .instantiate_async(&mut store)
+                    .await?;
                 command.wasi_cli_run().call_run(&mut store).await
             }
         };
         let exit = match outcome {
-            Ok(Ok(())) => AppExit { code: 0, trap: None },
-            Ok(Err(())) => AppExit { code: 1, trap: None },
+            Ok(Ok(())) => AppExit {
+                code: 0,
+                trap: None,
+            },
+            Ok(Err(())) => AppExit {
+                code: 1,
+                trap: None,
+            },
             Err(e) => match e.downcast_ref::<I32Exit>() {
-                Some(I32Exit(code)) => return Ok(AppExit { code: *code, trap: None }),
-                None => return Ok(AppExit { code: 1, trap: Some(format!("{e:?}")) }),
+                Some(I32Exit(code)) => {
+                    return Ok(AppExit {
+                        code: *code,
+                        trap: None,
+                    });
+                }
+                None => {
+                    return Ok(AppExit {
+                        code: 1,
+                        trap: Some(format!("{e:?}")),
+                    });
+                }
             },
         };
         // Serve events while some socket of `run`'s store delivers them; the store stays
         // alive so that its listeners and sockets stay open.
         drop(events);
-        let Some(service) = self.program.handlers.clone() else { return Ok(exit) };
+        let Some(service) = self.program.handlers.clone() else {
+            return Ok(exit);
+        };
         let limit = Arc::new(Semaphore::new(self.max_handlers));
         let app = Arc::new(self);
         while let Some(event) = received.recv().await {
-            let Ok(permit) = limit.clone().acquire_owned().await else { break };
+            let Ok(permit) = limit.clone().acquire_owned().await else {
+                break;
+            };
             let app = app.clone();
             let service = service.clone();
             let weak = weak.clone();
@@ -326,10 +359,17 @@ impl App {
         match event {
             SocketEvent::ConnectionReceived { tag, socket } => {
                 let socket = store.data_mut().table.push(socket)?;
-                let event = stream_socket_listener::ConnectionReceivedEvent { listener_tag: tag, socket };
+                let event = stream_socket_listener::ConnectionReceivedEvent {
+                    listener_tag: tag,
+                    socket,
+                };
                 handlers.call_connection_received(&mut store, &event).await
             }
-            SocketEvent::MessageReceived { tag, socket, message } => {
+            SocketEvent::MessageReceived {
+                tag,
+                socket,
+                message,
+            } => {
                 let mut view = store.data_mut().sockets();
                 let message = view.push_message(message)?;
                 let socket = view.table.push(DatagramSocket::shared(socket))?;

@@ -1,5 +1,8 @@
 //! The two socket options that socket2 does not wrap: TCP_INFO and IP_MTU_DISCOVER.
-#![allow(unsafe_code, reason = "getsockopt/setsockopt on a borrowed, open socket")]
+#![allow(
+    unsafe_code,
+    reason = "getsockopt/setsockopt on a borrowed, open socket"
+)]
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd};
@@ -30,10 +33,18 @@ pub fn tcp_rtt(fd: BorrowedFd<'_>) -> io::Result<(u32, u32, u32)> {
 /// Sets or clears the IPv4 don't-fragment bit (IP_MTU_DISCOVER = IP_PMTUDISC_DO / _DONT).
 pub fn set_dont_fragment(fd: BorrowedFd<'_>, ipv6: bool, on: bool) -> io::Result<()> {
     let (level, name, value) = if ipv6 {
-        let value = if on { libc::IPV6_PMTUDISC_DO } else { libc::IPV6_PMTUDISC_DONT };
+        let value = if on {
+            libc::IPV6_PMTUDISC_DO
+        } else {
+            libc::IPV6_PMTUDISC_DONT
+        };
         (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER, value)
     } else {
-        let value = if on { libc::IP_PMTUDISC_DO } else { libc::IP_PMTUDISC_DONT };
+        let value = if on {
+            libc::IP_PMTUDISC_DO
+        } else {
+            libc::IP_PMTUDISC_DONT
+        };
         (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, value)
     };
     // SAFETY: `value` is a c_int that outlives the call and the fd is open for the borrow.

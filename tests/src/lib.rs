@@ -34,7 +34,10 @@ pub fn program(runtime: &Runtime, path: &str) -> Program {
         return program.clone();
     }
     let program = runtime.load_file(path.as_ref()).expect("guest compiles");
-    programs.lock().unwrap().insert(path.to_string(), program.clone());
+    programs
+        .lock()
+        .unwrap()
+        .insert(path.to_string(), program.clone());
     program
 }
 
@@ -42,7 +45,11 @@ pub fn program(runtime: &Runtime, path: &str) -> Program {
 pub fn loopback_policy() -> NetworkPolicy {
     NetworkPolicy {
         allow_bind: vec!["*".parse().unwrap()],
-        allow_connect: vec!["127.0.0.0/8".parse().unwrap(), "[::1]".parse().unwrap(), "localhost".parse().unwrap()],
+        allow_connect: vec![
+            "127.0.0.0/8".parse().unwrap(),
+            "[::1]".parse().unwrap(),
+            "localhost".parse().unwrap(),
+        ],
         ..NetworkPolicy::default()
     }
 }
@@ -124,7 +131,11 @@ pub fn start(runtime: &Runtime, guest: &str, args: &[&str]) -> Started {
         stderr: Some(stderr.clone()),
     };
     let app = runtime.start(&program(runtime, guest), options);
-    Started { app, stdout, stderr }
+    Started {
+        app,
+        stdout,
+        stderr,
+    }
 }
 
 /// Runs a guest to the end.
@@ -169,7 +180,10 @@ pub async fn native_udp_echo() -> SocketAddr {
 pub async fn tcp_round_trip(addr: SocketAddr, line: &str) -> String {
     let exchange = async {
         let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        stream.write_all(format!("{line}\n").as_bytes()).await.unwrap();
+        stream
+            .write_all(format!("{line}\n").as_bytes())
+            .await
+            .unwrap();
         let mut received = Vec::new();
         let mut buf = [0u8; 1024];
         while !received.contains(&b'\n') {
@@ -179,7 +193,9 @@ pub async fn tcp_round_trip(addr: SocketAddr, line: &str) -> String {
         }
         String::from_utf8(received).unwrap().trim_end().to_string()
     };
-    tokio::time::timeout(TIMEOUT, exchange).await.expect("echo in time")
+    tokio::time::timeout(TIMEOUT, exchange)
+        .await
+        .expect("echo in time")
 }
 
 /// A port on 127.0.0.1 where nothing listens (bound, then released).

@@ -12,7 +12,9 @@ async fn tcp_guest_server_native_clients() {
     let port = addr.port();
     let target: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let clients: Vec<_> = (0..8)
-        .map(|i| tokio::spawn(async move { (i, tcp_round_trip(target, &format!("hello {i}")).await) }))
+        .map(|i| {
+            tokio::spawn(async move { (i, tcp_round_trip(target, &format!("hello {i}")).await) })
+        })
         .collect();
     for client in clients {
         let (i, echoed) = client.await.unwrap();
@@ -61,7 +63,10 @@ async fn udp_guest_server_native_client() {
         let message = format!("datagram {i}");
         client.send(message.as_bytes()).await.unwrap();
         let mut buf = [0u8; 100];
-        let n = tokio::time::timeout(TIMEOUT, client.recv(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(TIMEOUT, client.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(&buf[..n], message.as_bytes());
     }
     server.app.stop();
@@ -73,11 +78,18 @@ async fn udp_guest_server_reply_port() {
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let reply_port = client.local_addr().unwrap().port().to_string();
     let runtime = runtime(loopback_policy());
-    let server = start(&runtime, UDP_ECHO_SERVER, &["0", "--reply-port", &reply_port]);
+    let server = start(
+        &runtime,
+        UDP_ECHO_SERVER,
+        &["0", "--reply-port", &reply_port],
+    );
     let port = server.bound(Transport::Udp).await.port();
     client.send_to(b"seed", ("127.0.0.1", port)).await.unwrap();
     let mut buf = [0u8; 100];
-    let (n, _) = tokio::time::timeout(TIMEOUT, client.recv_from(&mut buf)).await.unwrap().unwrap();
+    let (n, _) = tokio::time::timeout(TIMEOUT, client.recv_from(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&buf[..n], b"seed");
     server.app.stop();
 }
@@ -99,11 +111,21 @@ async fn udp_guest_to_guest() {
     let runtime = runtime(loopback_policy());
     let server = start(&runtime, UDP_ECHO_SERVER, &["0"]);
     let port = server.bound(Transport::Udp).await.port().to_string();
-    let output = run(&runtime, UDP_ECHO_CLIENT, &["localhost", &port, "guest to guest"]).await;
+    let output = run(
+        &runtime,
+        UDP_ECHO_CLIENT,
+        &["localhost", &port, "guest to guest"],
+    )
+    .await;
     output.assert_success();
     assert_eq!(output.stdout.trim(), "guest to guest");
     let local = closed_port().to_string();
-    let output = run(&runtime, UDP_ECHO_CLIENT, &["127.0.0.1", &port, "bound", "--local-port", &local]).await;
+    let output = run(
+        &runtime,
+        UDP_ECHO_CLIENT,
+        &["127.0.0.1", &port, "bound", "--local-port", &local],
+    )
+    .await;
     output.assert_success();
     server.app.stop();
 }

@@ -9,7 +9,11 @@ use std::io::Write;
 async fn connection_refused() {
     let port = closed_port().to_string();
     let output = probe(&["connect", "127.0.0.1", &port]).await;
-    assert_eq!(output.error_status(), Some("connection-refused"), "{output:#?}");
+    assert_eq!(
+        output.error_status(),
+        Some("connection-refused"),
+        "{output:#?}"
+    );
 }
 
 /// A port someone else holds: address-already-in-use.
@@ -18,7 +22,11 @@ async fn address_already_in_use() {
     let held = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
     let port = held.local_addr().unwrap().port().to_string();
     let output = probe(&["listen", &port]).await;
-    assert_eq!(output.error_status(), Some("address-already-in-use"), "{output:#?}");
+    assert_eq!(
+        output.error_status(),
+        Some("address-already-in-use"),
+        "{output:#?}"
+    );
 }
 
 /// Names under .invalid never resolve: host-not-found.
@@ -33,10 +41,18 @@ async fn host_not_found() {
 async fn invalid_host_name() {
     for bad in ["exa mple.com", "a..b", "x@y", ""] {
         let output = probe(&["hostname", bad]).await;
-        assert_eq!(output.error_status(), Some("invalid-argument"), "{bad:?}: {output:#?}");
+        assert_eq!(
+            output.error_status(),
+            Some("invalid-argument"),
+            "{bad:?}: {output:#?}"
+        );
     }
     let output = probe(&["connect", "127.0.0.1", "no-such-service"]).await;
-    assert_eq!(output.error_status(), Some("invalid-argument"), "{output:#?}");
+    assert_eq!(
+        output.error_status(),
+        Some("invalid-argument"),
+        "{output:#?}"
+    );
 }
 
 /// Datagrams larger than UDP allows: message-too-long, from the kernel (65,508 bytes over
@@ -47,9 +63,15 @@ async fn message_too_long() {
     let port = addr.port().to_string();
     for size in ["65508", "70000"] {
         let output = probe(&["send-udp", "127.0.0.1", &port, size]).await;
-        assert_eq!(output.error_status(), Some("message-too-long"), "{size}: {output:#?}");
+        assert_eq!(
+            output.error_status(),
+            Some("message-too-long"),
+            "{size}: {output:#?}"
+        );
     }
-    probe(&["send-udp", "127.0.0.1", &port, "65507"]).await.assert_success();
+    probe(&["send-udp", "127.0.0.1", &port, "65507"])
+        .await
+        .assert_success();
 }
 
 /// The peer resets the connection (SO_LINGER 0 then close): connection-reset-by-peer from a
@@ -68,7 +90,11 @@ async fn connection_reset_by_peer() {
     });
     let output = probe(&["read-until-error", "127.0.0.1", &port]).await;
     resetter.join().unwrap();
-    assert_eq!(output.error_status(), Some("connection-reset-by-peer"), "{output:#?}");
+    assert_eq!(
+        output.error_status(),
+        Some("connection-reset-by-peer"),
+        "{output:#?}"
+    );
 }
 
 /// The default policy denies everything: access-denied, naming the address.
@@ -79,7 +105,10 @@ async fn access_denied_by_policy() {
     let denied = runtime(NetworkPolicy::default());
     let output = run(&denied, SOCKET_PROBE, &["connect", "127.0.0.1", &port]).await;
     assert_eq!(output.error_status(), Some("access-denied"), "{output:#?}");
-    assert!(output.stdout.contains(&format!("127.0.0.1:{port}")), "{output:#?}");
+    assert!(
+        output.stdout.contains(&format!("127.0.0.1:{port}")),
+        "{output:#?}"
+    );
     let output = run(&denied, SOCKET_PROBE, &["listen", "0"]).await;
     assert_eq!(output.error_status(), Some("access-denied"), "{output:#?}");
     // A rule for another port does not let this one through; a rule for it does.
@@ -93,7 +122,9 @@ async fn access_denied_by_policy() {
         allow_connect: vec![format!("127.0.0.1:{port}").parse().unwrap()],
         ..NetworkPolicy::default()
     });
-    run(&exact, SOCKET_PROBE, &["connect", "127.0.0.1", &port]).await.assert_success();
+    run(&exact, SOCKET_PROBE, &["connect", "127.0.0.1", &port])
+        .await
+        .assert_success();
 }
 
 /// UWP's network isolation as a policy option: one app cannot reach another's port over
@@ -109,7 +140,9 @@ async fn isolated_apps_cannot_connect() {
     let output = run(&runtime, SOCKET_PROBE, &["connect", "127.0.0.1", &port]).await;
     assert_eq!(output.error_status(), Some("access-denied"), "{output:#?}");
     let native = native_tcp_echo().await.port().to_string();
-    run(&runtime, SOCKET_PROBE, &["connect", "127.0.0.1", &native]).await.assert_success();
+    run(&runtime, SOCKET_PROBE, &["connect", "127.0.0.1", &native])
+        .await
+        .assert_success();
     server.app.stop();
 }
 
@@ -124,7 +157,13 @@ async fn tls_levels_not_supported_yet() {
 /// get-status maps raw OS codes as SocketError.GetStatus does.
 #[tokio::test(flavor = "multi_thread")]
 async fn get_status_maps_errno() {
-    for (errno, status) in [(111, "connection-refused"), (98, "address-already-in-use"), (104, "connection-reset-by-peer"), (90, "message-too-long"), (99999, "unknown")] {
+    for (errno, status) in [
+        (111, "connection-refused"),
+        (98, "address-already-in-use"),
+        (104, "connection-reset-by-peer"),
+        (90, "message-too-long"),
+        (99999, "unknown"),
+    ] {
         let output = probe(&["status", &errno.to_string()]).await;
         assert_eq!(output.value("status"), Some(status), "errno {errno}");
     }
@@ -139,7 +178,14 @@ async fn host_survives_a_trapping_guest() {
     let addr = server.bound(Transport::Tcp).await;
     let output = run(&runtime, SOCKET_PROBE, &["trap"]).await;
     assert_ne!(output.exit.code, 0);
-    assert!(output.exit.trap.as_deref().is_some_and(|t| t.contains("unreachable") || t.contains("panic")), "{output:#?}");
+    assert!(
+        output
+            .exit
+            .trap
+            .as_deref()
+            .is_some_and(|t| t.contains("unreachable") || t.contains("panic")),
+        "{output:#?}"
+    );
     let target: std::net::SocketAddr = format!("127.0.0.1:{}", addr.port()).parse().unwrap();
     assert_eq!(tcp_round_trip(target, "still here").await, "still here");
     let _ = std::io::stdout().flush();

@@ -18,8 +18,14 @@ async fn stream_control_reads_back() {
         out.contains("connected no-delay=false keep-alive=true buffer=65536 hop-limit=77 qos=SocketQualityOfService::LowLatency serialize=true"),
         "{out}"
     );
-    assert!(out.contains("set-no-delay-after-connect=invalid-operation"), "{out}");
-    assert!(out.contains("set-keep-alive-after-connect=invalid-operation"), "{out}");
+    assert!(
+        out.contains("set-no-delay-after-connect=invalid-operation"),
+        "{out}"
+    );
+    assert!(
+        out.contains("set-keep-alive-after-connect=invalid-operation"),
+        "{out}"
+    );
     assert!(out.contains("buffer-after-late-set=65536"), "{out}");
 }
 
@@ -37,7 +43,10 @@ async fn stream_information() {
     assert_eq!(output.value("local-address"), Some("127.0.0.1"));
     assert_eq!(output.value("remote-host-name"), Some("localhost"));
     assert_eq!(output.value("remote-service-name"), Some(port.as_str()));
-    assert_eq!(output.value("protection-level"), Some("SocketProtectionLevel::PlainSocket"));
+    assert_eq!(
+        output.value("protection-level"),
+        Some("SocketProtectionLevel::PlainSocket")
+    );
     assert_eq!(output.value("rtt-sum-positive"), Some("true"));
     assert_eq!(output.value("second-connect"), Some("invalid-operation"));
     let local: u16 = output.value("local-port").unwrap().parse().unwrap();
@@ -49,7 +58,13 @@ async fn stream_information() {
 async fn connect_from_endpoint_pair() {
     let addr = native_tcp_echo().await;
     let local = closed_port().to_string();
-    let output = probe(&["connect-from", &local, "127.0.0.1", &addr.port().to_string()]).await;
+    let output = probe(&[
+        "connect-from",
+        &local,
+        "127.0.0.1",
+        &addr.port().to_string(),
+    ])
+    .await;
     output.assert_success();
     assert_eq!(output.value("local-port"), Some(local.as_str()));
 }
@@ -59,7 +74,10 @@ async fn connect_from_endpoint_pair() {
 async fn endpoint_pairs_of_localhost() {
     let output = probe(&["endpoint-pairs", "localhost", "http"]).await;
     output.assert_success();
-    assert!(output.stdout.contains("pair=::1:80") && output.stdout.contains("pair=127.0.0.1:80"), "{output:#?}");
+    assert!(
+        output.stdout.contains("pair=::1:80") && output.stdout.contains("pair=127.0.0.1:80"),
+        "{output:#?}"
+    );
 }
 
 /// Host names parse and normalize as UWP's HostName does.
@@ -74,8 +92,16 @@ async fn host_names() {
     let output = probe(&["hostname", "Example.COM."]).await;
     assert_eq!(output.value("canonical"), Some("example.com"));
     assert_eq!(output.value("type"), Some("HostNameType::DomainName"));
-    assert_eq!(probe(&["compare", "EXAMPLE.com", "example.com."]).await.value("compare"), Some("0"));
-    assert_eq!(probe(&["compare", "a.com", "b.com"]).await.value("compare"), Some("-1"));
+    assert_eq!(
+        probe(&["compare", "EXAMPLE.com", "example.com."])
+            .await
+            .value("compare"),
+        Some("0")
+    );
+    assert_eq!(
+        probe(&["compare", "a.com", "b.com"]).await.value("compare"),
+        Some("-1")
+    );
 }
 
 /// An accepted socket reports both ends and carries the listener's control settings, which
@@ -85,7 +111,9 @@ async fn listener_accept_and_information() {
     let runtime = runtime(loopback_policy());
     let guest = start(&runtime, SOCKET_PROBE, &["accept-info"]);
     let port = guest.bound(Transport::Tcp).await.port();
-    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut client = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     let mut greeting = String::new();
     client.read_to_string(&mut greeting).await.unwrap();
     assert_eq!(greeting, "accepted\n");
@@ -98,7 +126,12 @@ async fn listener_accept_and_information() {
     assert_eq!(output.value("local-port"), Some(port.to_string().as_str()));
     assert_eq!(output.value("remote-address"), Some("127.0.0.1"));
     assert_eq!(output.value("remote-port"), Some(client_port.as_str()));
-    assert!(output.stdout.contains("accepted no-delay=true keep-alive=true hop-limit=33"), "{output:#?}");
+    assert!(
+        output
+            .stdout
+            .contains("accepted no-delay=true keep-alive=true hop-limit=33"),
+        "{output:#?}"
+    );
 }
 
 /// The seed's batched send: 1,000 small writes and one flush arrive whole and in order.
@@ -114,10 +147,22 @@ async fn batched_writes_arrive_whole_and_in_order() {
         received
     });
     let (count, size) = (1000usize, 37usize);
-    let output = probe(&["batch", "127.0.0.1", &port, &count.to_string(), &size.to_string()]).await;
+    let output = probe(&[
+        "batch",
+        "127.0.0.1",
+        &port,
+        &count.to_string(),
+        &size.to_string(),
+    ])
+    .await;
     output.assert_success();
-    let received = tokio::time::timeout(TIMEOUT, receiver).await.unwrap().unwrap();
-    let expected: Vec<u8> = (0..count).flat_map(|i| (0..size).map(move |j| (i + j) as u8)).collect();
+    let received = tokio::time::timeout(TIMEOUT, receiver)
+        .await
+        .unwrap()
+        .unwrap();
+    let expected: Vec<u8> = (0..count)
+        .flat_map(|i| (0..size).map(move |j| (i + j) as u8))
+        .collect();
     assert_eq!(received.len(), expected.len());
     assert!(received == expected, "bytes arrived out of order");
 }
@@ -131,7 +176,10 @@ async fn datagram_stream_writes_are_datagrams() {
     output.assert_success();
     for i in 0..50 {
         let mut buf = [0u8; 64];
-        let n = tokio::time::timeout(TIMEOUT, receiver.recv(&mut buf)).await.unwrap().unwrap();
+        let n = tokio::time::timeout(TIMEOUT, receiver.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(&buf[..n], format!("datagram {i}").as_bytes());
     }
 }
@@ -144,7 +192,10 @@ async fn datagram_information_and_control() {
     let output = probe(&["udp-info", "127.0.0.1", &port]).await;
     output.assert_success();
     let out = &output.stdout;
-    assert!(out.contains("before-local-port=\"\" before-remote-port=\"\""), "{out}");
+    assert!(
+        out.contains("before-local-port=\"\" before-remote-port=\"\""),
+        "{out}"
+    );
     assert_eq!(output.value("local-address"), Some("0.0.0.0"));
     assert_eq!(output.value("local-port-set"), Some("true"));
     assert_eq!(output.value("remote-address"), Some("127.0.0.1"));
@@ -153,7 +204,10 @@ async fn datagram_information_and_control() {
     assert_eq!(output.value("dont-fragment"), Some("true"));
     assert_eq!(output.value("hop-limit"), Some("9"));
     assert_eq!(output.value("set-after-bind"), Some("invalid-operation"));
-    assert!(out.contains(&format!("reply=ping from=127.0.0.1:{port}")), "{out}");
+    assert!(
+        out.contains(&format!("reply=ping from=127.0.0.1:{port}")),
+        "{out}"
+    );
 }
 
 /// Two datagram sockets share a port with multicast-only; a third without it cannot.
@@ -161,6 +215,12 @@ async fn datagram_information_and_control() {
 async fn datagram_port_sharing() {
     let output = probe(&["share-udp"]).await;
     output.assert_success();
-    assert!(output.stdout.contains("shared=true multicast-only=true"), "{output:#?}");
-    assert_eq!(output.value("without-multicast-only"), Some("address-already-in-use"));
+    assert!(
+        output.stdout.contains("shared=true multicast-only=true"),
+        "{output:#?}"
+    );
+    assert_eq!(
+        output.value("without-multicast-only"),
+        Some("address-already-in-use")
+    );
 }

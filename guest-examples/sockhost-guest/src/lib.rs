@@ -5,7 +5,6 @@
 //! `with: { "sockhost:sockets/types@0.1.0": sockhost_guest::types, ... }`; see the echo guests.
 
 #[allow(missing_docs, unsafe_code, reason = "wit-bindgen generated bindings")]
-#[allow(unsafe_code, reason = "wit-bindgen generated bindings")]
 mod bindings {
     wit_bindgen::generate!({
         path: "../../wit",
@@ -15,7 +14,9 @@ mod bindings {
     });
 }
 
-pub use bindings::sockhost::sockets::{datagram_socket, stream_socket, stream_socket_listener, types};
+pub use bindings::sockhost::sockets::{
+    datagram_socket, stream_socket, stream_socket_listener, types,
+};
 pub use bindings::wasi;
 
 use types::{SocketError, SocketErrorStatus};
@@ -63,7 +64,9 @@ pub fn write_all(output: &OutputStream, mut data: &[u8]) -> Result<(), StreamErr
             output.subscribe().block();
             continue;
         }
-        let n = data.len().min(usize::try_from(permit).unwrap_or(usize::MAX));
+        let n = data
+            .len()
+            .min(usize::try_from(permit).unwrap_or(usize::MAX));
         output.write(&data[..n])?;
         data = &data[n..];
     }

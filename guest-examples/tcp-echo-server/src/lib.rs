@@ -36,7 +36,9 @@ struct TcpEchoServer;
 
 impl Run for TcpEchoServer {
     fn run() -> Result<(), ()> {
-        let service = std::env::args().nth(1).unwrap_or_else(|| "1337".to_string());
+        let service = std::env::args()
+            .nth(1)
+            .unwrap_or_else(|| "1337".to_string());
         let listener = StreamSocketListener::new();
         let listen = listener
             .bind_service_name(&service, SocketProtectionLevel::PlainSocket)
@@ -45,7 +47,10 @@ impl Run for TcpEchoServer {
             eprintln!("tcp-echo-server: listen on {service}: {}", describe(&e));
             return Err(());
         }
-        println!("tcp-echo-server: listening on port {}", listener.local_port());
+        println!(
+            "tcp-echo-server: listening on port {}",
+            listener.local_port()
+        );
         // The host serves the listener's connections after `run` returns, for as long as
         // the listener lives: keep its handle instead of dropping (closing) it.
         std::mem::forget(listener);

@@ -43,14 +43,21 @@ impl Run for UdpEchoClient {
         while let Some(arg) = args.next() {
             match arg.as_str() {
                 "--local-port" => local_port = args.next(),
-                "--timeout-ms" => timeout_ms = args.next().and_then(|t| t.parse().ok()).unwrap_or(timeout_ms),
+                "--timeout-ms" => {
+                    timeout_ms = args
+                        .next()
+                        .and_then(|t| t.parse().ok())
+                        .unwrap_or(timeout_ms)
+                }
                 _ => positional.push(arg),
             }
         }
         let mut positional = positional.into_iter();
         let host = positional.next().unwrap_or_else(|| "localhost".to_string());
         let service = positional.next().unwrap_or_else(|| "1337".to_string());
-        let message = positional.next().unwrap_or_else(|| "Hello, world!".to_string());
+        let message = positional
+            .next()
+            .unwrap_or_else(|| "Hello, world!".to_string());
         match echo(&host, &service, &message, local_port.as_deref(), timeout_ms) {
             Ok(response) if response == message => {
                 println!("{response}");
@@ -68,11 +75,19 @@ impl Run for UdpEchoClient {
     }
 }
 
-fn echo(host: &str, service: &str, message: &str, local_port: Option<&str>, timeout_ms: u64) -> Result<String, String> {
+fn echo(
+    host: &str,
+    service: &str,
+    message: &str,
+    local_port: Option<&str>,
+    timeout_ms: u64,
+) -> Result<String, String> {
     let host = HostName::parse(host).map_err(|e| format!("host name: {}", describe(&e)))?;
     let socket = DatagramSocket::new();
     if let Some(port) = local_port {
-        socket.bind_service_name(port).map_err(|e| format!("bind {port}: {}", describe(&e)))?;
+        socket
+            .bind_service_name(port)
+            .map_err(|e| format!("bind {port}: {}", describe(&e)))?;
     }
     let output = socket
         .get_output_stream(&host, service)
@@ -86,6 +101,8 @@ fn echo(host: &str, service: &str, message: &str, local_port: Option<&str>, time
         return Err(format!("no answer within {timeout_ms} ms"));
     }
     drop(readable);
-    let received = socket.receive().map_err(|e| format!("receive: {}", describe(&e)))?;
+    let received = socket
+        .receive()
+        .map_err(|e| format!("receive: {}", describe(&e)))?;
     Ok(String::from_utf8_lossy(&received.data).into_owned())
 }

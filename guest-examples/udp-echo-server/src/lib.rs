@@ -80,7 +80,9 @@ impl Handlers for UdpEchoServer {
                 reply
                     .get_output_stream(&message.remote_address, &port)
                     .map_err(|e| describe(&e))
-                    .and_then(|output| send_all(&output, &message.data).map_err(|e| format!("{e:?}")))
+                    .and_then(|output| {
+                        send_all(&output, &message.data).map_err(|e| format!("{e:?}"))
+                    })
             }
         };
         if let Err(e) = sent {

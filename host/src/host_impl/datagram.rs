@@ -16,7 +16,10 @@ use wasmtime_wasi_io::streams::DynOutputStream;
 
 impl SocketsCtxView<'_> {
     /// Hands a received datagram to the guest.
-    pub(crate) fn push_message(&mut self, message: core::DatagramMessage) -> wasmtime::Result<DatagramMessage> {
+    pub(crate) fn push_message(
+        &mut self,
+        message: core::DatagramMessage,
+    ) -> wasmtime::Result<DatagramMessage> {
         Ok(DatagramMessage {
             remote_address: self.table.push(HostName::from_ip(message.remote.ip()))?,
             remote_port: message.remote.port().to_string(),
@@ -33,7 +36,11 @@ impl HostDatagramSocket for SocketsCtxView<'_> {
         Ok(self.table.push(DatagramSocket::default())?)
     }
 
-    fn bind_service_name(&mut self, this: Resource<DatagramSocket>, service: String) -> SocketResult<()> {
+    fn bind_service_name(
+        &mut self,
+        this: Resource<DatagramSocket>,
+        service: String,
+    ) -> SocketResult<()> {
         let port = match service_port(&service, Transport::Udp, true) {
             Ok(port) => port,
             Err(e) => return ok(Err(e)),
@@ -59,20 +66,41 @@ impl HostDatagramSocket for SocketsCtxView<'_> {
             Ok(port) => port,
             Err(e) => return ok(Err(e)),
         };
-        ok(self.table.get_mut(&this)?.bind(self.ctx, SocketAddr::new(ip, port)))
+        ok(self
+            .table
+            .get_mut(&this)?
+            .bind(self.ctx, SocketAddr::new(ip, port)))
     }
 
-    async fn connect(&mut self, this: Resource<DatagramSocket>, host: Resource<HostName>, service: String) -> SocketResult<()> {
+    async fn connect(
+        &mut self,
+        this: Resource<DatagramSocket>,
+        host: Resource<HostName>,
+        service: String,
+    ) -> SocketResult<()> {
         let host = self.host_name(&host)?;
-        ok(self.table.get_mut(&this)?.connect(self.ctx, &host, &service).await)
+        ok(self
+            .table
+            .get_mut(&this)?
+            .connect(self.ctx, &host, &service)
+            .await)
     }
 
-    async fn connect_endpoint_pair(&mut self, this: Resource<DatagramSocket>, pair: EndpointPair) -> SocketResult<()> {
+    async fn connect_endpoint_pair(
+        &mut self,
+        this: Resource<DatagramSocket>,
+        pair: EndpointPair,
+    ) -> SocketResult<()> {
         let host = match require_remote(&pair.remote_host_name, &pair.remote_service_name) {
             Ok(host) => host,
             Err(e) => return ok(Err(e)),
         };
-        let local = local_endpoint(self.ctx, pair.local_host_name.as_deref(), &pair.local_service_name, Transport::Udp);
+        let local = local_endpoint(
+            self.ctx,
+            pair.local_host_name.as_deref(),
+            &pair.local_service_name,
+            Transport::Udp,
+        );
         let socket = self.table.get_mut(&this)?;
         let result = match local {
             Ok(local) => socket.bind(self.ctx, local),
@@ -81,10 +109,15 @@ impl HostDatagramSocket for SocketsCtxView<'_> {
         if let Err(e) = result {
             return ok(Err(e));
         }
-        ok(socket.connect(self.ctx, &host, &pair.remote_service_name).await)
+        ok(socket
+            .connect(self.ctx, &host, &pair.remote_service_name)
+            .await)
     }
 
-    fn output_stream(&mut self, this: Resource<DatagramSocket>) -> SocketResult<Resource<DynOutputStream>> {
+    fn output_stream(
+        &mut self,
+        this: Resource<DatagramSocket>,
+    ) -> SocketResult<Resource<DynOutputStream>> {
         let writer = match self.table.get_mut(&this)?.connected_writer() {
             Ok(writer) => writer,
             Err(e) => return ok(Err(e)),
@@ -100,7 +133,12 @@ impl HostDatagramSocket for SocketsCtxView<'_> {
         service: String,
     ) -> SocketResult<Resource<DynOutputStream>> {
         let host = self.host_name(&host)?;
-        let writer = match self.table.get_mut(&this)?.writer_to(self.ctx, &host, &service).await {
+        let writer = match self
+            .table
+            .get_mut(&this)?
+            .writer_to(self.ctx, &host, &service)
+            .await
+        {
             Ok(writer) => writer,
             Err(e) => return ok(Err(e)),
         };
@@ -116,7 +154,11 @@ impl HostDatagramSocket for SocketsCtxView<'_> {
         service: String,
     ) -> SocketResult<()> {
         let host = self.host_name(&host)?;
-        ok(self.table.get_mut(&this)?.send_to(self.ctx, &data, &host, &service).await)
+        ok(self
+            .table
+            .get_mut(&this)?
+            .send_to(self.ctx, &data, &host, &service)
+            .await)
     }
 
     async fn receive(&mut self, this: Resource<DatagramSocket>) -> SocketResult<DatagramMessage> {
@@ -126,19 +168,33 @@ impl HostDatagramSocket for SocketsCtxView<'_> {
         }
     }
 
-    fn subscribe(&mut self, this: Resource<DatagramSocket>) -> wasmtime::Result<Resource<DynPollable>> {
+    fn subscribe(
+        &mut self,
+        this: Resource<DatagramSocket>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
         subscribe(self.table, this)
     }
 
-    fn enable_message_received(&mut self, this: Resource<DatagramSocket>, tag: String) -> SocketResult<()> {
+    fn enable_message_received(
+        &mut self,
+        this: Resource<DatagramSocket>,
+        tag: String,
+    ) -> SocketResult<()> {
         let events = match self.ctx.event_sender() {
             Ok(events) => events,
             Err(e) => return ok(Err(e)),
         };
-        ok(self.table.get_mut(&this)?.enable_message_received(events, tag))
+        ok(self
+            .table
+            .get_mut(&this)?
+            .enable_message_received(events, tag))
     }
 
-    fn join_multicast_group(&mut self, this: Resource<DatagramSocket>, group: Resource<HostName>) -> SocketResult<()> {
+    fn join_multicast_group(
+        &mut self,
+        this: Resource<DatagramSocket>,
+        group: Resource<HostName>,
+    ) -> SocketResult<()> {
         let group = self.host_name(&group)?;
         ok(self.table.get_mut(&this)?.join_multicast_group(&group))
     }
@@ -152,47 +208,91 @@ impl HostDatagramSocket for SocketsCtxView<'_> {
         Ok(())
     }
 
-    fn quality_of_service(&mut self, this: Resource<DatagramSocket>) -> wasmtime::Result<SocketQualityOfService> {
+    fn quality_of_service(
+        &mut self,
+        this: Resource<DatagramSocket>,
+    ) -> wasmtime::Result<SocketQualityOfService> {
         Ok(self.table.get(&this)?.control().quality_of_service)
     }
 
-    fn set_quality_of_service(&mut self, this: Resource<DatagramSocket>, value: SocketQualityOfService) -> SocketResult<()> {
-        ok(self.table.get_mut(&this)?.set_control(|c| c.quality_of_service = value))
+    fn set_quality_of_service(
+        &mut self,
+        this: Resource<DatagramSocket>,
+        value: SocketQualityOfService,
+    ) -> SocketResult<()> {
+        ok(self
+            .table
+            .get_mut(&this)?
+            .set_control(|c| c.quality_of_service = value))
     }
 
-    fn outbound_unicast_hop_limit(&mut self, this: Resource<DatagramSocket>) -> wasmtime::Result<u8> {
+    fn outbound_unicast_hop_limit(
+        &mut self,
+        this: Resource<DatagramSocket>,
+    ) -> wasmtime::Result<u8> {
         Ok(self.table.get(&this)?.control().hop_limit)
     }
 
-    fn set_outbound_unicast_hop_limit(&mut self, this: Resource<DatagramSocket>, value: u8) -> SocketResult<()> {
+    fn set_outbound_unicast_hop_limit(
+        &mut self,
+        this: Resource<DatagramSocket>,
+        value: u8,
+    ) -> SocketResult<()> {
         ok(self.table.get_mut(&this)?.set_hop_limit(value))
     }
 
-    fn inbound_buffer_size_in_bytes(&mut self, this: Resource<DatagramSocket>) -> wasmtime::Result<u32> {
+    fn inbound_buffer_size_in_bytes(
+        &mut self,
+        this: Resource<DatagramSocket>,
+    ) -> wasmtime::Result<u32> {
         Ok(self.table.get(&this)?.inbound_buffer_size())
     }
 
-    fn set_inbound_buffer_size_in_bytes(&mut self, this: Resource<DatagramSocket>, value: u32) -> SocketResult<()> {
-        ok(self.table.get_mut(&this)?.set_control(|c| c.inbound_buffer_size = value))
+    fn set_inbound_buffer_size_in_bytes(
+        &mut self,
+        this: Resource<DatagramSocket>,
+        value: u32,
+    ) -> SocketResult<()> {
+        ok(self
+            .table
+            .get_mut(&this)?
+            .set_control(|c| c.inbound_buffer_size = value))
     }
 
     fn dont_fragment(&mut self, this: Resource<DatagramSocket>) -> wasmtime::Result<bool> {
         Ok(self.table.get(&this)?.control().dont_fragment)
     }
 
-    fn set_dont_fragment(&mut self, this: Resource<DatagramSocket>, value: bool) -> SocketResult<()> {
-        ok(self.table.get_mut(&this)?.set_control(|c| c.dont_fragment = value))
+    fn set_dont_fragment(
+        &mut self,
+        this: Resource<DatagramSocket>,
+        value: bool,
+    ) -> SocketResult<()> {
+        ok(self
+            .table
+            .get_mut(&this)?
+            .set_control(|c| c.dont_fragment = value))
     }
 
     fn multicast_only(&mut self, this: Resource<DatagramSocket>) -> wasmtime::Result<bool> {
         Ok(self.table.get(&this)?.multicast_only())
     }
 
-    fn set_multicast_only(&mut self, this: Resource<DatagramSocket>, value: bool) -> SocketResult<()> {
-        ok(self.table.get_mut(&this)?.set_control(|c| c.multicast_only = value))
+    fn set_multicast_only(
+        &mut self,
+        this: Resource<DatagramSocket>,
+        value: bool,
+    ) -> SocketResult<()> {
+        ok(self
+            .table
+            .get_mut(&this)?
+            .set_control(|c| c.multicast_only = value))
     }
 
-    fn local_address(&mut self, this: Resource<DatagramSocket>) -> wasmtime::Result<Option<Resource<HostName>>> {
+    fn local_address(
+        &mut self,
+        this: Resource<DatagramSocket>,
+    ) -> wasmtime::Result<Option<Resource<HostName>>> {
         let ip = self.table.get(&this)?.local().map(|a| a.ip());
         self.push_address(ip)
     }
@@ -201,7 +301,10 @@ impl HostDatagramSocket for SocketsCtxView<'_> {
         Ok(port_string(self.table.get(&this)?.local()))
     }
 
-    fn remote_address(&mut self, this: Resource<DatagramSocket>) -> wasmtime::Result<Option<Resource<HostName>>> {
+    fn remote_address(
+        &mut self,
+        this: Resource<DatagramSocket>,
+    ) -> wasmtime::Result<Option<Resource<HostName>>> {
         let ip = self.table.get(&this)?.remote().map(|a| a.ip());
         self.push_address(ip)
     }

@@ -26,7 +26,9 @@ impl HostStreamSocketListener for SocketsCtxView<'_> {
         service: String,
         level: SocketProtectionLevel,
     ) -> SocketResult<()> {
-        let port = match require_plain(level).and_then(|()| service_port(&service, Transport::Tcp, true)) {
+        let port = match require_plain(level)
+            .and_then(|()| service_port(&service, Transport::Tcp, true))
+        {
             Ok(port) => port,
             Err(e) => return ok(Err(e)),
         };
@@ -51,26 +53,42 @@ impl HostStreamSocketListener for SocketsCtxView<'_> {
             Ok(port) => port,
             Err(e) => return ok(Err(e)),
         };
-        ok(self.table.get_mut(&this)?.bind(self.ctx, SocketAddr::new(ip, port)))
+        ok(self
+            .table
+            .get_mut(&this)?
+            .bind(self.ctx, SocketAddr::new(ip, port)))
     }
 
-    async fn accept(&mut self, this: Resource<StreamSocketListener>) -> SocketResult<Resource<StreamSocket>> {
+    async fn accept(
+        &mut self,
+        this: Resource<StreamSocketListener>,
+    ) -> SocketResult<Resource<StreamSocket>> {
         match self.table.get_mut(&this)?.accept().await {
             Ok(socket) => Ok(Ok(self.table.push(socket)?)),
             Err(e) => ok(Err(e)),
         }
     }
 
-    fn subscribe(&mut self, this: Resource<StreamSocketListener>) -> wasmtime::Result<Resource<DynPollable>> {
+    fn subscribe(
+        &mut self,
+        this: Resource<StreamSocketListener>,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
         subscribe(self.table, this)
     }
 
-    fn enable_connection_received(&mut self, this: Resource<StreamSocketListener>, tag: String) -> SocketResult<()> {
+    fn enable_connection_received(
+        &mut self,
+        this: Resource<StreamSocketListener>,
+        tag: String,
+    ) -> SocketResult<()> {
         let events = match self.ctx.event_sender() {
             Ok(events) => events,
             Err(e) => return ok(Err(e)),
         };
-        ok(self.table.get_mut(&this)?.enable_connection_received(events, tag))
+        ok(self
+            .table
+            .get_mut(&this)?
+            .enable_connection_received(events, tag))
     }
 
     fn cancel_io(&mut self, this: Resource<StreamSocketListener>) -> SocketResult<()> {
@@ -87,38 +105,75 @@ impl HostStreamSocketListener for SocketsCtxView<'_> {
         Ok(self.table.get(&this)?.control().no_delay)
     }
 
-    fn set_no_delay(&mut self, this: Resource<StreamSocketListener>, value: bool) -> SocketResult<()> {
-        ok(self.table.get_mut(&this)?.set_control(|c| c.no_delay = value))
+    fn set_no_delay(
+        &mut self,
+        this: Resource<StreamSocketListener>,
+        value: bool,
+    ) -> SocketResult<()> {
+        ok(self
+            .table
+            .get_mut(&this)?
+            .set_control(|c| c.no_delay = value))
     }
 
     fn keep_alive(&mut self, this: Resource<StreamSocketListener>) -> wasmtime::Result<bool> {
         Ok(self.table.get(&this)?.control().keep_alive)
     }
 
-    fn set_keep_alive(&mut self, this: Resource<StreamSocketListener>, value: bool) -> SocketResult<()> {
-        ok(self.table.get_mut(&this)?.set_control(|c| c.keep_alive = value))
+    fn set_keep_alive(
+        &mut self,
+        this: Resource<StreamSocketListener>,
+        value: bool,
+    ) -> SocketResult<()> {
+        ok(self
+            .table
+            .get_mut(&this)?
+            .set_control(|c| c.keep_alive = value))
     }
 
-    fn outbound_buffer_size_in_bytes(&mut self, this: Resource<StreamSocketListener>) -> wasmtime::Result<u32> {
+    fn outbound_buffer_size_in_bytes(
+        &mut self,
+        this: Resource<StreamSocketListener>,
+    ) -> wasmtime::Result<u32> {
         Ok(self.table.get(&this)?.control().outbound_buffer_size)
     }
 
-    fn set_outbound_buffer_size_in_bytes(&mut self, this: Resource<StreamSocketListener>, value: u32) -> SocketResult<()> {
-        ok(self.table.get_mut(&this)?.set_control(|c| c.outbound_buffer_size = value))
+    fn set_outbound_buffer_size_in_bytes(
+        &mut self,
+        this: Resource<StreamSocketListener>,
+        value: u32,
+    ) -> SocketResult<()> {
+        ok(self
+            .table
+            .get_mut(&this)?
+            .set_control(|c| c.outbound_buffer_size = value))
     }
 
-    fn outbound_unicast_hop_limit(&mut self, this: Resource<StreamSocketListener>) -> wasmtime::Result<u8> {
+    fn outbound_unicast_hop_limit(
+        &mut self,
+        this: Resource<StreamSocketListener>,
+    ) -> wasmtime::Result<u8> {
         Ok(self.table.get(&this)?.control().hop_limit)
     }
 
-    fn set_outbound_unicast_hop_limit(&mut self, this: Resource<StreamSocketListener>, value: u8) -> SocketResult<()> {
+    fn set_outbound_unicast_hop_limit(
+        &mut self,
+        this: Resource<StreamSocketListener>,
+        value: u8,
+    ) -> SocketResult<()> {
         if value == 0 {
             return ok(Err(invalid_argument("the hop limit must be at least 1")));
         }
-        ok(self.table.get_mut(&this)?.set_control(|c| c.hop_limit = value))
+        ok(self
+            .table
+            .get_mut(&this)?
+            .set_control(|c| c.hop_limit = value))
     }
 
-    fn quality_of_service(&mut self, this: Resource<StreamSocketListener>) -> wasmtime::Result<SocketQualityOfService> {
+    fn quality_of_service(
+        &mut self,
+        this: Resource<StreamSocketListener>,
+    ) -> wasmtime::Result<SocketQualityOfService> {
         Ok(self.table.get(&this)?.control().quality_of_service)
     }
 
@@ -127,7 +182,10 @@ impl HostStreamSocketListener for SocketsCtxView<'_> {
         this: Resource<StreamSocketListener>,
         value: SocketQualityOfService,
     ) -> SocketResult<()> {
-        ok(self.table.get_mut(&this)?.set_control(|c| c.quality_of_service = value))
+        ok(self
+            .table
+            .get_mut(&this)?
+            .set_control(|c| c.quality_of_service = value))
     }
 
     fn local_port(&mut self, this: Resource<StreamSocketListener>) -> wasmtime::Result<String> {

@@ -17,7 +17,10 @@ impl SocketsCtxView<'_> {
     }
 
     /// Pushes a host name for an IP address, if there is one.
-    fn push_address(&mut self, ip: Option<std::net::IpAddr>) -> wasmtime::Result<Option<Resource<HostName>>> {
+    fn push_address(
+        &mut self,
+        ip: Option<std::net::IpAddr>,
+    ) -> wasmtime::Result<Option<Resource<HostName>>> {
         ip.map(|ip| self.table.push(HostName::from_ip(ip)))
             .transpose()
             .map_err(Into::into)

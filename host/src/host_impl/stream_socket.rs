@@ -9,7 +9,9 @@ use crate::conv::{SocketResult, invalid_argument, io_error, port_string};
 use crate::ctx::SocketsCtxView;
 use crate::host_name::HostName;
 use crate::resolve::{Transport, resolve, service_port};
-use crate::socket::stream::{self, StreamSocket, TcpInput, local_endpoint, require_plain, require_remote};
+use crate::socket::stream::{
+    self, StreamSocket, TcpInput, local_endpoint, require_plain, require_remote,
+};
 use wasmtime::component::Resource;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
@@ -26,13 +28,19 @@ impl SocketsCtxView<'_> {
             return ok(Err(e));
         }
         let local = match local {
-            Some((host, service)) => match local_endpoint(self.ctx, host.as_deref(), &service, Transport::Tcp) {
-                Ok(addr) => Some(addr),
-                Err(e) => return ok(Err(e)),
-            },
+            Some((host, service)) => {
+                match local_endpoint(self.ctx, host.as_deref(), &service, Transport::Tcp) {
+                    Ok(addr) => Some(addr),
+                    Err(e) => return ok(Err(e)),
+                }
+            }
             None => None,
         };
-        let control = match self.table.get_mut(this)?.begin_connect(host.clone(), service) {
+        let control = match self
+            .table
+            .get_mut(this)?
+            .begin_connect(host.clone(), service)
+        {
             Ok(control) => control,
             Err(e) => return ok(Err(e)),
         };
@@ -47,7 +55,11 @@ impl SocketsCtxView<'_> {
 }
 
 impl stream_socket::Host for SocketsCtxView<'_> {
-    async fn get_endpoint_pairs(&mut self, host: Resource<HostName>, service: String) -> SocketResult<Vec<EndpointPair>> {
+    async fn get_endpoint_pairs(
+        &mut self,
+        host: Resource<HostName>,
+        service: String,
+    ) -> SocketResult<Vec<EndpointPair>> {
         let host = self.host_name(&host)?;
         let port = match service_port(&service, Transport::Tcp, false) {
             Ok(port) => port,
@@ -83,7 +95,8 @@ impl HostStreamSocket for SocketsCtxView<'_> {
         if service.is_empty() {
             return ok(Err(invalid_argument("the remote service name is empty")));
         }
-        self.connect_stream(&this, host, &service, level, None).await
+        self.connect_stream(&this, host, &service, level, None)
+            .await
     }
 
     async fn connect_endpoint_pair(
@@ -97,10 +110,14 @@ impl HostStreamSocket for SocketsCtxView<'_> {
             Err(e) => return ok(Err(e)),
         };
         let local = Some((pair.local_host_name, pair.local_service_name));
-        self.connect_stream(&this, host, &pair.remote_service_name, level, local).await
+        self.connect_stream(&this, host, &pair.remote_service_name, level, local)
+            .await
     }
 
-    fn input_stream(&mut self, this: Resource<StreamSocket>) -> SocketResult<Resource<DynInputStream>> {
+    fn input_stream(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> SocketResult<Resource<DynInputStream>> {
         let input = match self.table.get(&this)?.require_connection() {
             Ok(connection) => TcpInput::new(connection),
             Err(e) => return ok(Err(e)),
@@ -109,7 +126,10 @@ impl HostStreamSocket for SocketsCtxView<'_> {
         Ok(Ok(self.table.push_child(input, &this)?))
     }
 
-    fn output_stream(&mut self, this: Resource<StreamSocket>) -> SocketResult<Resource<DynOutputStream>> {
+    fn output_stream(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> SocketResult<Resource<DynOutputStream>> {
         let writer = match self.table.get(&this)?.require_connection() {
             Ok(connection) => connection.writer.clone(),
             Err(e) => return ok(Err(e)),
@@ -130,11 +150,12 @@ impl HostStreamSocket for SocketsCtxView<'_> {
             return Ok(Ok(()));
         };
         let flushed = connection.writer.flush_and_wait().await;
-        let shutdown = connection
-            .writer
-            .sink()
-            .shutdown_write()
-            .map_err(|e| io_error(&e, format!("shut down the connection to {}", connection.remote)));
+        let shutdown = connection.writer.sink().shutdown_write().map_err(|e| {
+            io_error(
+                &e,
+                format!("shut down the connection to {}", connection.remote),
+            )
+        });
         ok(flushed.and(shutdown))
     }
 
@@ -143,7 +164,10 @@ impl HostStreamSocket for SocketsCtxView<'_> {
     }
 
     fn set_no_delay(&mut self, this: Resource<StreamSocket>, value: bool) -> SocketResult<()> {
-        ok(self.table.get_mut(&this)?.set_control(|c| c.no_delay = value))
+        ok(self
+            .table
+            .get_mut(&this)?
+            .set_control(|c| c.no_delay = value))
     }
 
     fn keep_alive(&mut self, this: Resource<StreamSocket>) -> wasmtime::Result<bool> {
@@ -151,14 +175,24 @@ impl HostStreamSocket for SocketsCtxView<'_> {
     }
 
     fn set_keep_alive(&mut self, this: Resource<StreamSocket>, value: bool) -> SocketResult<()> {
-        ok(self.table.get_mut(&this)?.set_control(|c| c.keep_alive = value))
+        ok(self
+            .table
+            .get_mut(&this)?
+            .set_control(|c| c.keep_alive = value))
     }
 
-    fn outbound_buffer_size_in_bytes(&mut self, this: Resource<StreamSocket>) -> wasmtime::Result<u32> {
+    fn outbound_buffer_size_in_bytes(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> wasmtime::Result<u32> {
         Ok(self.table.get(&this)?.outbound_buffer_size())
     }
 
-    fn set_outbound_buffer_size_in_bytes(&mut self, this: Resource<StreamSocket>, value: u32) -> SocketResult<()> {
+    fn set_outbound_buffer_size_in_bytes(
+        &mut self,
+        this: Resource<StreamSocket>,
+        value: u32,
+    ) -> SocketResult<()> {
         self.table.get_mut(&this)?.set_outbound_buffer_size(value);
         Ok(Ok(()))
     }
@@ -167,61 +201,113 @@ impl HostStreamSocket for SocketsCtxView<'_> {
         Ok(self.table.get(&this)?.hop_limit())
     }
 
-    fn set_outbound_unicast_hop_limit(&mut self, this: Resource<StreamSocket>, value: u8) -> SocketResult<()> {
+    fn set_outbound_unicast_hop_limit(
+        &mut self,
+        this: Resource<StreamSocket>,
+        value: u8,
+    ) -> SocketResult<()> {
         if value == 0 {
             return ok(Err(invalid_argument("the hop limit must be at least 1")));
         }
-        ok(self.table.get_mut(&this)?.set_control(|c| c.hop_limit = value))
+        ok(self
+            .table
+            .get_mut(&this)?
+            .set_control(|c| c.hop_limit = value))
     }
 
-    fn quality_of_service(&mut self, this: Resource<StreamSocket>) -> wasmtime::Result<SocketQualityOfService> {
+    fn quality_of_service(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> wasmtime::Result<SocketQualityOfService> {
         Ok(self.table.get(&this)?.control().quality_of_service)
     }
 
-    fn set_quality_of_service(&mut self, this: Resource<StreamSocket>, value: SocketQualityOfService) -> SocketResult<()> {
-        ok(self.table.get_mut(&this)?.set_control(|c| c.quality_of_service = value))
+    fn set_quality_of_service(
+        &mut self,
+        this: Resource<StreamSocket>,
+        value: SocketQualityOfService,
+    ) -> SocketResult<()> {
+        ok(self
+            .table
+            .get_mut(&this)?
+            .set_control(|c| c.quality_of_service = value))
     }
 
-    fn serialize_connection_attempts(&mut self, this: Resource<StreamSocket>) -> wasmtime::Result<bool> {
-        Ok(self.table.get(&this)?.control().serialize_connection_attempts)
+    fn serialize_connection_attempts(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> wasmtime::Result<bool> {
+        Ok(self
+            .table
+            .get(&this)?
+            .control()
+            .serialize_connection_attempts)
     }
 
-    fn set_serialize_connection_attempts(&mut self, this: Resource<StreamSocket>, value: bool) -> SocketResult<()> {
-        ok(self.table.get_mut(&this)?.set_control(|c| c.serialize_connection_attempts = value))
+    fn set_serialize_connection_attempts(
+        &mut self,
+        this: Resource<StreamSocket>,
+        value: bool,
+    ) -> SocketResult<()> {
+        ok(self
+            .table
+            .get_mut(&this)?
+            .set_control(|c| c.serialize_connection_attempts = value))
     }
 
-    fn local_address(&mut self, this: Resource<StreamSocket>) -> wasmtime::Result<Option<Resource<HostName>>> {
+    fn local_address(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> wasmtime::Result<Option<Resource<HostName>>> {
         let ip = self.table.get(&this)?.connection().map(|c| c.local.ip());
         self.push_address(ip)
     }
 
     fn local_port(&mut self, this: Resource<StreamSocket>) -> wasmtime::Result<String> {
-        Ok(port_string(self.table.get(&this)?.connection().map(|c| c.local)))
+        Ok(port_string(
+            self.table.get(&this)?.connection().map(|c| c.local),
+        ))
     }
 
-    fn remote_address(&mut self, this: Resource<StreamSocket>) -> wasmtime::Result<Option<Resource<HostName>>> {
+    fn remote_address(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> wasmtime::Result<Option<Resource<HostName>>> {
         let ip = self.table.get(&this)?.connection().map(|c| c.remote.ip());
         self.push_address(ip)
     }
 
     fn remote_port(&mut self, this: Resource<StreamSocket>) -> wasmtime::Result<String> {
-        Ok(port_string(self.table.get(&this)?.connection().map(|c| c.remote)))
+        Ok(port_string(
+            self.table.get(&this)?.connection().map(|c| c.remote),
+        ))
     }
 
-    fn remote_host_name(&mut self, this: Resource<StreamSocket>) -> wasmtime::Result<Option<Resource<HostName>>> {
+    fn remote_host_name(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> wasmtime::Result<Option<Resource<HostName>>> {
         let name = self.table.get(&this)?.remote_host_name().cloned();
-        name.map(|n| self.table.push(n)).transpose().map_err(Into::into)
+        name.map(|n| self.table.push(n))
+            .transpose()
+            .map_err(Into::into)
     }
 
     fn remote_service_name(&mut self, this: Resource<StreamSocket>) -> wasmtime::Result<String> {
         Ok(self.table.get(&this)?.remote_service_name().to_string())
     }
 
-    fn protection_level(&mut self, this: Resource<StreamSocket>) -> wasmtime::Result<SocketProtectionLevel> {
+    fn protection_level(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> wasmtime::Result<SocketProtectionLevel> {
         Ok(self.table.get(&this)?.protection_level())
     }
 
-    fn round_trip_time_statistics(&mut self, this: Resource<StreamSocket>) -> wasmtime::Result<RoundTripTimeStatistics> {
+    fn round_trip_time_statistics(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> wasmtime::Result<RoundTripTimeStatistics> {
         Ok(self.table.get(&this)?.round_trip_time_statistics())
     }
 

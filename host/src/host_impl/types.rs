@@ -13,12 +13,17 @@ impl types::Host for SocketsCtxView<'_> {
         Ok(status_from_errno(os_error))
     }
 
-    fn stream_error_status(&mut self, error: Resource<wasmtime::Error>) -> wasmtime::Result<Option<SocketError>> {
+    fn stream_error_status(
+        &mut self,
+        error: Resource<wasmtime::Error>,
+    ) -> wasmtime::Result<Option<SocketError>> {
         let error = self.table.get(&error)?;
         if let Some(StreamFailure(socket_error)) = error.downcast_ref::<StreamFailure>() {
             return Ok(Some(socket_error.clone()));
         }
-        Ok(error.downcast_ref::<std::io::Error>().map(|e| io_error(e, "stream")))
+        Ok(error
+            .downcast_ref::<std::io::Error>()
+            .map(|e| io_error(e, "stream")))
     }
 }
 
@@ -46,7 +51,11 @@ impl types::HostHostName for SocketsCtxView<'_> {
         Ok(self.table.get(&this)?.kind())
     }
 
-    fn is_equal(&mut self, this: Resource<HostName>, other: Resource<HostName>) -> wasmtime::Result<bool> {
+    fn is_equal(
+        &mut self,
+        this: Resource<HostName>,
+        other: Resource<HostName>,
+    ) -> wasmtime::Result<bool> {
         let this = self.table.get(&this)?.canonical_name();
         Ok(this == self.table.get(&other)?.canonical_name())
     }

@@ -62,7 +62,10 @@ impl SharedUdp {
     /// The address to send to for `dest`: IPv4 destinations of an IPv6 socket are mapped.
     fn target(&self, dest: SocketAddr) -> Result<SocketAddr, SocketError> {
         match (self.local, dest) {
-            (SocketAddr::V6(_), SocketAddr::V4(v4)) => Ok(SocketAddr::new(IpAddr::V6(v4.ip().to_ipv6_mapped()), v4.port())),
+            (SocketAddr::V6(_), SocketAddr::V4(v4)) => Ok(SocketAddr::new(
+                IpAddr::V6(v4.ip().to_ipv6_mapped()),
+                v4.port(),
+            )),
             (SocketAddr::V4(_), SocketAddr::V6(_)) => Err(error(
                 SocketErrorStatus::AddressFamilyNotSupported,
                 format!("cannot send to {dest} from the IPv4 socket {}", self.local),
@@ -155,13 +158,18 @@ impl DatagramSocket {
     }
 
     /// Changes a control setting; only allowed before bind.
-    pub fn set_control(&mut self, change: impl FnOnce(&mut DatagramControl)) -> Result<(), SocketError> {
+    pub fn set_control(
+        &mut self,
+        change: impl FnOnce(&mut DatagramControl),
+    ) -> Result<(), SocketError> {
         match self.state {
             DatagramState::Unbound => {
                 change(&mut self.control);
                 Ok(())
             }
-            _ => Err(invalid_operation("datagram control settings cannot change after bind")),
+            _ => Err(invalid_operation(
+                "datagram control settings cannot change after bind",
+            )),
         }
     }
 
@@ -194,17 +202,28 @@ impl DatagramSocket {
 
     fn bind_unchecked(&mut self, ctx: &SocketsCtx, addr: SocketAddr) -> Result<(), SocketError> {
         let control = &self.control;
-        let (socket, local) = super::bind_socket(addr, socket2::Type::DGRAM, control.multicast_only, |socket, addr| {
-            if control.inbound_buffer_size > 0 {
-                socket.set_recv_buffer_size(control.inbound_buffer_size as usize)?;
-            }
-            if control.dont_fragment {
-                crate::sys::set_dont_fragment(socket.as_fd(), addr.is_ipv6(), true)?;
-            }
-            super::apply_ip_options(socket.into(), addr, control.hop_limit, control.quality_of_service)
-        })
+        let (socket, local) = super::bind_socket(
+            addr,
+            socket2::Type::DGRAM,
+            control.multicast_only,
+            |socket, addr| {
+                if control.inbound_buffer_size > 0 {
+                    socket.set_recv_buffer_size(control.inbound_buffer_size as usize)?;
+                }
+                if control.dont_fragment {
+                    crate::sys::set_dont_fragment(socket.as_fd(), addr.is_ipv6(), true)?;
+                }
+                super::apply_ip_options(
+                    socket.into(),
+                    addr,
+                    control.hop_limit,
+                    control.quality_of_service,
+                )
+            },
+        )
         .map_err(|e| io_error(&e, format!("bind {addr}")))?;
-        let socket = UdpSocket::from_std(socket.into()).map_err(|e| io_error(&e, format!("bind {addr}")))?;
+        let socket =
+            UdpSocket::from_std(socket.into()).map_err(|e| io_error(&e, format!("bind {addr}")))?;
         tracing::debug!(%local, "datagram socket bound");
         self.state = DatagramState::Bound(Bound {
             shared: Arc::new(SharedUdp {
@@ -222,7 +241,11 @@ impl DatagramSocket {
     /// The bound state, binding an ephemeral port of `dest`'s family first if unbound.
     fn bound_for(&mut self, ctx: &SocketsCtx, dest: SocketAddr) -> Result<&mut Bound, SocketError> {
         if let DatagramState::Unbound = self.state {
-            let any: IpAddr = if dest.is_ipv4() { Ipv4Addr::UNSPECIFIED.into() } else { Ipv6Addr::UNSPECIFIED.into() };
+            let any: IpAddr = if dest.is_ipv4() {
+                Ipv4Addr::UNSPECIFIED.into()
+            } else {
+                Ipv6Addr::UNSPECIFIED.into()
+            };
             self.bind_unchecked(ctx, SocketAddr::new(any, 0))?;
         }
         self.bound()
@@ -232,15 +255,26 @@ impl DatagramSocket {
         match &mut self.state {
             DatagramState::Bound(b) => Ok(b),
             DatagramState::Unbound => Err(invalid_operation("the socket is not bound")),
-            DatagramState::Closed => Err(error(SocketErrorStatus::OperationAborted, "the socket is closed")),
+            DatagramState::Closed => Err(error(
+                SocketErrorStatus::OperationAborted,
+                "the socket is closed",
+            )),
         }
     }
 
     /// Connects to the first allowed address of `host`, filtering what is received.
-    pub async fn connect(&mut self, ctx: &SocketsCtx, host: &HostName, service: &str) -> Result<(), SocketError> {
+    pub async fn connect(
+        &mut self,
+        ctx: &SocketsCtx,
+        host: &HostName,
+        service: &str,
+    ) -> Result<(), SocketError> {
         let dest = destination(ctx, host, service).await?;
         if dest.ip().is_multicast() {
-            return Err(error(SocketErrorStatus::HostNotFound, format!("cannot connect to the multicast address {dest}")));
+            return Err(error(
+                SocketErrorStatus::HostNotFound,
+                format!("cannot connect to the multicast address {dest}"),
+            ));
         }
         let bound = self.bound_for(ctx, dest)?;
         let target = bound.shared.target(dest)?;
@@ -268,7 +302,12 @@ impl DatagramSocket {
     }
 
     /// An output stream to `host`, binding first if needed.
-    pub async fn writer_to(&mut self, ctx: &SocketsCtx, host: &HostName, service: &str) -> Result<BatchWriter<UdpSink>, SocketError> {
+    pub async fn writer_to(
+        &mut self,
+        ctx: &SocketsCtx,
+        host: &HostName,
+        service: &str,
+    ) -> Result<BatchWriter<UdpSink>, SocketError> {
         let dest = destination(ctx, host, service).await?;
         let bound = self.bound_for(ctx, dest)?;
         let target = bound.shared.target(dest)?;
@@ -280,11 +319,20 @@ impl DatagramSocket {
     }
 
     /// Sends one datagram to `host`.
-    pub async fn send_to(&mut self, ctx: &SocketsCtx, data: &[u8], host: &HostName, service: &str) -> Result<(), SocketError> {
+    pub async fn send_to(
+        &mut self,
+        ctx: &SocketsCtx,
+        data: &[u8],
+        host: &HostName,
+        service: &str,
+    ) -> Result<(), SocketError> {
         if data.len() > MAX_DATAGRAM {
             return Err(error(
                 SocketErrorStatus::MessageTooLong,
-                format!("a datagram of {} bytes is larger than UDP allows ({MAX_DATAGRAM})", data.len()),
+                format!(
+                    "a datagram of {} bytes is larger than UDP allows ({MAX_DATAGRAM})",
+                    data.len()
+                ),
             ));
         }
         let dest = destination(ctx, host, service).await?;
@@ -303,7 +351,9 @@ impl DatagramSocket {
     pub async fn receive(&mut self) -> Result<DatagramMessage, SocketError> {
         let bound = self.bound()?;
         if bound.delivery.is_some() {
-            return Err(invalid_operation("the socket delivers its datagrams to the message-received handler"));
+            return Err(invalid_operation(
+                "the socket delivers its datagrams to the message-received handler",
+            ));
         }
         let shared = bound.shared.clone();
         if self.receive_buffer.len() < MAX_DATAGRAM {
@@ -313,10 +363,16 @@ impl DatagramSocket {
     }
 
     /// Sends every datagram to the app's handler, tagged with `tag`.
-    pub fn enable_message_received(&mut self, events: mpsc::Sender<SocketEvent>, tag: String) -> Result<(), SocketError> {
+    pub fn enable_message_received(
+        &mut self,
+        events: mpsc::Sender<SocketEvent>,
+        tag: String,
+    ) -> Result<(), SocketError> {
         let bound = self.bound()?;
         if bound.delivery.is_some() {
-            return Err(invalid_operation("the socket already delivers to the message-received handler"));
+            return Err(invalid_operation(
+                "the socket already delivers to the message-received handler",
+            ));
         }
         let shared = bound.shared.clone();
         bound.delivery = Some(AbortOnDrop::spawn(async move {
@@ -345,10 +401,9 @@ impl DatagramSocket {
 
     /// Joins a multicast group on all interfaces.
     pub fn join_multicast_group(&mut self, group: &HostName) -> Result<(), SocketError> {
-        let ip = group
-            .ip()
-            .filter(IpAddr::is_multicast)
-            .ok_or_else(|| invalid_argument(format!("{} is not a multicast address", group.raw_name())))?;
+        let ip = group.ip().filter(IpAddr::is_multicast).ok_or_else(|| {
+            invalid_argument(format!("{} is not a multicast address", group.raw_name()))
+        })?;
         let bound = self.bound()?;
         let socket = &bound.shared.socket;
         let result = match ip {
@@ -360,7 +415,9 @@ impl DatagramSocket {
 
     /// Flushes the connected stream and stops the delivery of datagrams.
     pub async fn cancel_io(&mut self) -> Result<(), SocketError> {
-        let Ok(bound) = self.bound() else { return Ok(()) };
+        let Ok(bound) = self.bound() else {
+            return Ok(());
+        };
         bound.delivery = None;
         match bound.connected_writer.clone() {
             Some(writer) => writer.flush_and_wait().await,
@@ -370,10 +427,10 @@ impl DatagramSocket {
 
     /// Closes the socket.
     pub fn close(&mut self) {
-        if let DatagramState::Bound(b) = &self.state {
-            if let Some(writer) = &b.connected_writer {
-                writer.start_flush();
-            }
+        if let DatagramState::Bound(b) = &self.state
+            && let Some(writer) = &b.connected_writer
+        {
+            writer.start_flush();
         }
         self.state = DatagramState::Closed;
     }
@@ -408,14 +465,20 @@ impl DatagramSocket {
     /// Whether the port is shared, as the kernel has it when bound.
     pub fn multicast_only(&self) -> bool {
         match &self.state {
-            DatagramState::Bound(b) => SockRef::from(&b.shared.socket).reuse_port().unwrap_or(self.control.multicast_only),
+            DatagramState::Bound(b) => SockRef::from(&b.shared.socket)
+                .reuse_port()
+                .unwrap_or(self.control.multicast_only),
             _ => self.control.multicast_only,
         }
     }
 }
 
 /// Resolves a destination and checks it against the policy.
-async fn destination(ctx: &SocketsCtx, host: &HostName, service: &str) -> Result<SocketAddr, SocketError> {
+async fn destination(
+    ctx: &SocketsCtx,
+    host: &HostName,
+    service: &str,
+) -> Result<SocketAddr, SocketError> {
     let port = service_port(service, Transport::Udp, false)?;
     let addrs = resolve(host, port).await?;
     let name = host.ip().is_none().then(|| host.canonical_name());
@@ -432,10 +495,10 @@ async fn destination(ctx: &SocketsCtx, host: &HostName, service: &str) -> Result
 #[async_trait::async_trait]
 impl Pollable for DatagramSocket {
     async fn ready(&mut self) {
-        if let DatagramState::Bound(b) = &self.state {
-            if b.delivery.is_none() {
-                let _ = b.shared.socket.readable().await;
-            }
+        if let DatagramState::Bound(b) = &self.state
+            && b.delivery.is_none()
+        {
+            let _ = b.shared.socket.readable().await;
         }
     }
 }

@@ -60,13 +60,18 @@ impl StreamSocketListener {
     }
 
     /// Changes a control setting; only allowed before bind.
-    pub fn set_control(&mut self, change: impl FnOnce(&mut StreamControl)) -> Result<(), SocketError> {
+    pub fn set_control(
+        &mut self,
+        change: impl FnOnce(&mut StreamControl),
+    ) -> Result<(), SocketError> {
         match self.state {
             ListenerState::Unbound => {
                 change(&mut self.control);
                 Ok(())
             }
-            _ => Err(invalid_operation("listener control settings cannot change after bind")),
+            _ => Err(invalid_operation(
+                "listener control settings cannot change after bind",
+            )),
         }
     }
 
@@ -79,11 +84,12 @@ impl StreamSocketListener {
         let control = &self.control;
         let doing = || format!("listen on {addr}");
         // Linux copies these options from the listening socket to each accepted socket.
-        let (socket, local) = super::bind_socket(addr, socket2::Type::STREAM, false, |socket, addr| {
-            socket.set_tcp_nodelay(control.no_delay)?;
-            control.apply_before(socket.into(), addr)
-        })
-        .map_err(|e| io_error(&e, doing()))?;
+        let (socket, local) =
+            super::bind_socket(addr, socket2::Type::STREAM, false, |socket, addr| {
+                socket.set_tcp_nodelay(control.no_delay)?;
+                control.apply_before(socket.into(), addr)
+            })
+            .map_err(|e| io_error(&e, doing()))?;
         socket.listen(BACKLOG).map_err(|e| io_error(&e, doing()))?;
         let listener = TcpListener::from_std(socket.into()).map_err(|e| io_error(&e, doing()))?;
         tracing::debug!(%local, "listening");
@@ -104,7 +110,10 @@ impl StreamSocketListener {
                 "the listener delivers its connections to the connection-received handler",
             )),
             ListenerState::Unbound => Err(invalid_operation("the listener is not bound")),
-            ListenerState::Closed => Err(error(SocketErrorStatus::OperationAborted, "the listener is closed")),
+            ListenerState::Closed => Err(error(
+                SocketErrorStatus::OperationAborted,
+                "the listener is closed",
+            )),
         }
     }
 
@@ -123,12 +132,18 @@ impl StreamSocketListener {
     }
 
     /// Sends every accepted connection to the app's handler, tagged with `tag`.
-    pub fn enable_connection_received(&mut self, events: mpsc::Sender<SocketEvent>, tag: String) -> Result<(), SocketError> {
+    pub fn enable_connection_received(
+        &mut self,
+        events: mpsc::Sender<SocketEvent>,
+        tag: String,
+    ) -> Result<(), SocketError> {
         let control = self.control.clone();
         let listening = self.listening()?;
         let listener = listening.listener.clone();
         let pending = listening.pending.take();
-        listening.delivery = Some(AbortOnDrop::spawn(deliver(listener, pending, control, events, tag)));
+        listening.delivery = Some(AbortOnDrop::spawn(deliver(
+            listener, pending, control, events, tag,
+        )));
         Ok(())
     }
 
@@ -181,10 +196,11 @@ async fn deliver(
 #[async_trait::async_trait]
 impl Pollable for StreamSocketListener {
     async fn ready(&mut self) {
-        if let ListenerState::Listening(l) = &mut self.state {
-            if l.pending.is_none() && l.delivery.is_none() {
-                l.pending = Some(l.listener.accept().await.map(|(stream, _)| stream));
-            }
+        if let ListenerState::Listening(l) = &mut self.state
+            && l.pending.is_none()
+            && l.delivery.is_none()
+        {
+            l.pending = Some(l.listener.accept().await.map(|(stream, _)| stream));
         }
     }
 }

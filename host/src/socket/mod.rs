@@ -93,8 +93,15 @@ fn bind_socket(
     };
     let socket = match make(addr) {
         // No IPv6 on this machine: all interfaces means all IPv4 interfaces.
-        Err(e) if addr.ip().is_unspecified() && addr.is_ipv6() && e.raw_os_error() == Some(libc::EAFNOSUPPORT) => {
-            make(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), addr.port()))?
+        Err(e)
+            if addr.ip().is_unspecified()
+                && addr.is_ipv6()
+                && e.raw_os_error() == Some(libc::EAFNOSUPPORT) =>
+        {
+            make(SocketAddr::new(
+                std::net::Ipv4Addr::UNSPECIFIED.into(),
+                addr.port(),
+            ))?
         }
         other => other?,
     };

@@ -5,7 +5,9 @@ use crate::bindings::types::{
     RoundTripTimeStatistics, SocketError, SocketErrorStatus, SocketProtectionLevel,
     SocketQualityOfService,
 };
-use crate::conv::{canonical, error, invalid_argument, invalid_operation, io_error, stream_failure};
+use crate::conv::{
+    canonical, error, invalid_argument, invalid_operation, io_error, stream_failure,
+};
 use crate::ctx::SocketsCtx;
 use crate::host_name::HostName;
 use crate::resolve::{Transport, resolve};
@@ -147,13 +149,18 @@ impl StreamSocket {
     }
 
     /// Changes a control setting that UWP only allows before connect.
-    pub fn set_control(&mut self, change: impl FnOnce(&mut StreamControl)) -> Result<(), SocketError> {
+    pub fn set_control(
+        &mut self,
+        change: impl FnOnce(&mut StreamControl),
+    ) -> Result<(), SocketError> {
         match self.state {
             StreamState::Unconnected => {
                 change(&mut self.control);
                 Ok(())
             }
-            _ => Err(invalid_operation("control settings cannot change after connect")),
+            _ => Err(invalid_operation(
+                "control settings cannot change after connect",
+            )),
         }
     }
 
@@ -165,7 +172,11 @@ impl StreamSocket {
     }
 
     /// Marks the start of a connect; fails if one was already made.
-    pub fn begin_connect(&mut self, host: HostName, service: &str) -> Result<StreamControl, SocketError> {
+    pub fn begin_connect(
+        &mut self,
+        host: HostName,
+        service: &str,
+    ) -> Result<StreamControl, SocketError> {
         match self.state {
             StreamState::Unconnected => {
                 self.state = StreamState::ConnectCalled;
@@ -173,7 +184,9 @@ impl StreamSocket {
                 self.remote_service_name = service.to_string();
                 Ok(self.control.clone())
             }
-            _ => Err(invalid_operation("connect was already called on this socket")),
+            _ => Err(invalid_operation(
+                "connect was already called on this socket",
+            )),
         }
     }
 
@@ -194,7 +207,10 @@ impl StreamSocket {
     pub fn require_connection(&self) -> Result<&Connection, SocketError> {
         match &self.state {
             StreamState::Connected(c) => Ok(c),
-            StreamState::Closed(_) => Err(error(SocketErrorStatus::OperationAborted, "the socket is closed")),
+            StreamState::Closed(_) => Err(error(
+                SocketErrorStatus::OperationAborted,
+                "the socket is closed",
+            )),
             _ => Err(invalid_operation("the socket is not connected")),
         }
     }
@@ -230,10 +246,22 @@ impl StreamSocket {
 
     /// TCP_INFO round-trip times; zeros when not connected.
     pub fn round_trip_time_statistics(&self) -> RoundTripTimeStatistics {
-        let zero = RoundTripTimeStatistics { variance: 0, max: 0, min: 0, sum: 0 };
-        let Some(connection) = self.connection() else { return zero };
+        let zero = RoundTripTimeStatistics {
+            variance: 0,
+            max: 0,
+            min: 0,
+            sum: 0,
+        };
+        let Some(connection) = self.connection() else {
+            return zero;
+        };
         match crate::sys::tcp_rtt(connection.stream.as_fd()) {
-            Ok((rtt, rttvar, min)) => RoundTripTimeStatistics { variance: rttvar, max: rtt, min, sum: rtt },
+            Ok((rtt, rttvar, min)) => RoundTripTimeStatistics {
+                variance: rttvar,
+                max: rtt,
+                min,
+                sum: rtt,
+            },
             Err(_) => zero,
         }
     }
@@ -249,7 +277,9 @@ impl StreamSocket {
     /// Keep-alive as the kernel has it when connected, as set otherwise.
     pub fn keep_alive(&self) -> bool {
         match self.connection() {
-            Some(c) => SockRef::from(&*c.stream).keepalive().unwrap_or(self.control.keep_alive),
+            Some(c) => SockRef::from(&*c.stream)
+                .keepalive()
+                .unwrap_or(self.control.keep_alive),
             None => self.control.keep_alive,
         }
     }
@@ -264,14 +294,18 @@ impl StreamSocket {
 
     /// The hop limit the kernel has when connected, as set otherwise.
     pub fn hop_limit(&self) -> u8 {
-        let Some(c) = self.connection() else { return self.control.hop_limit };
+        let Some(c) = self.connection() else {
+            return self.control.hop_limit;
+        };
         let socket = SockRef::from(&*c.stream);
         let hops = if c.local.is_ipv4() && !is_v6_socket(&socket) {
             socket.ttl_v4()
         } else {
             socket.unicast_hops_v6()
         };
-        hops.ok().and_then(|h| u8::try_from(h).ok()).unwrap_or(self.control.hop_limit)
+        hops.ok()
+            .and_then(|h| u8::try_from(h).ok())
+            .unwrap_or(self.control.hop_limit)
     }
 }
 
@@ -293,18 +327,22 @@ pub async fn connect(
     let name = (host.ip().is_none()).then(|| host.canonical_name());
     let mut last_error = None;
     for addr in addrs {
-        if let Some(local) = local {
-            if local.is_ipv4() != addr.is_ipv4() {
-                continue;
+        // A specific local address fixes the family; "any" follows the remote address.
+        let local = match local {
+            Some(l) if l.ip().is_unspecified() => {
+                Some(SocketAddr::new(unspecified_like(addr), l.port()))
             }
-        }
+            Some(l) if l.is_ipv4() != addr.is_ipv4() => continue,
+            other => other,
+        };
         if let Err(e) = ctx.check_connect(name, addr, Transport::Tcp) {
             last_error = Some(e);
             continue;
         }
         match connect_one(control, addr, local).await {
             Ok(stream) => {
-                return Connection::new(stream).map_err(|e| io_error(&e, format!("connect to {addr}")));
+                return Connection::new(stream)
+                    .map_err(|e| io_error(&e, format!("connect to {addr}")));
             }
             Err(e) => {
                 tracing::debug!(%addr, error = %e, "connect attempt failed");
@@ -313,12 +351,30 @@ pub async fn connect(
         }
     }
     Err(last_error.unwrap_or_else(|| {
-        error(SocketErrorStatus::NoAddressesFound, format!("{}: no address to connect to", host.raw_name()))
+        error(
+            SocketErrorStatus::NoAddressesFound,
+            format!("{}: no address to connect to", host.raw_name()),
+        )
     }))
 }
 
-async fn connect_one(control: &StreamControl, addr: SocketAddr, local: Option<SocketAddr>) -> io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+fn unspecified_like(addr: SocketAddr) -> std::net::IpAddr {
+    match addr {
+        SocketAddr::V4(_) => std::net::Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => std::net::Ipv6Addr::UNSPECIFIED.into(),
+    }
+}
+
+async fn connect_one(
+    control: &StreamControl,
+    addr: SocketAddr,
+    local: Option<SocketAddr>,
+) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
     control.apply_before(SockRef::from(&socket), addr)?;
     if let Some(local) = local {
         socket.set_reuseaddr(true)?;
@@ -354,7 +410,9 @@ pub fn require_plain(level: SocketProtectionLevel) -> Result<(), SocketError> {
         SocketProtectionLevel::PlainSocket => Ok(()),
         other => Err(error(
             SocketErrorStatus::NotSupported,
-            format!("protection level {other:?} is not supported yet: this host speaks plain TCP only"),
+            format!(
+                "protection level {other:?} is not supported yet: this host speaks plain TCP only"
+            ),
         )),
     }
 }
@@ -380,7 +438,12 @@ const MAX_IOVECS: usize = 1024;
 impl Sink for TcpSink {
     fn try_send(&self, queue: &mut Queue) -> io::Result<()> {
         while queue.len > 0 {
-            let slices: Vec<IoSlice<'_>> = queue.buffers.iter().take(MAX_IOVECS).map(|b| IoSlice::new(b)).collect();
+            let slices: Vec<IoSlice<'_>> = queue
+                .buffers
+                .iter()
+                .take(MAX_IOVECS)
+                .map(|b| IoSlice::new(b))
+                .collect();
             let written = self.stream.try_write_vectored(&slices)?;
             if written == 0 {
                 return Err(io::ErrorKind::WriteZero.into());

@@ -112,7 +112,9 @@ impl<S: Sink> BatchWriter<S> {
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Starts sending everything queued; returns at once.
@@ -201,7 +203,9 @@ impl<S: Sink> BatchWriter<S> {
     }
 
     fn failed(error: &SocketError) -> StreamError {
-        StreamError::LastOperationFailed(wasmtime::Error::new(crate::conv::StreamFailure(error.clone())))
+        StreamError::LastOperationFailed(wasmtime::Error::new(crate::conv::StreamFailure(
+            error.clone(),
+        )))
     }
 }
 
@@ -218,7 +222,10 @@ impl<S: Sink> OutputStream for BatchWriter<S> {
         if let Some(error) = &state.error {
             return Err(Self::failed(error));
         }
-        if state.flushing || state.queue.len + bytes.len() > QUEUE_LIMIT || bytes.len() > self.sink.max_write() {
+        if state.flushing
+            || state.queue.len + bytes.len() > QUEUE_LIMIT
+            || bytes.len() > self.sink.max_write()
+        {
             return Err(StreamError::trap("write exceeds the permit of check-write"));
         }
         if bytes.is_empty() {

@@ -51,7 +51,12 @@ impl Run for SocketProbe {
             "endpoint-pairs" => endpoint_pairs(arg(1), arg(2)),
             "control" => control(arg(1), arg(2)),
             "read-until-error" => read_until_error(arg(1), arg(2)),
-            "batch" => batch(arg(1), arg(2), arg(3).parse().unwrap_or(0), arg(4).parse().unwrap_or(0)),
+            "batch" => batch(
+                arg(1),
+                arg(2),
+                arg(3).parse().unwrap_or(0),
+                arg(4).parse().unwrap_or(0),
+            ),
             "listen" => listen(arg(1)),
             "accept-info" => accept_info(),
             "send-udp" => send_udp(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
@@ -59,7 +64,10 @@ impl Run for SocketProbe {
             "udp-info" => udp_info(arg(1), arg(2)),
             "share-udp" => share_udp(),
             "status" => {
-                println!("status={}", status_name(types::get_status(arg(1).parse().unwrap_or(0))));
+                println!(
+                    "status={}",
+                    status_name(types::get_status(arg(1).parse().unwrap_or(0)))
+                );
                 Ok(())
             }
             "trap" => panic!("socket-probe was asked to trap"),
@@ -71,7 +79,11 @@ impl Run for SocketProbe {
         match outcome {
             Ok(()) => Ok(()),
             Err(e) => {
-                println!("error {} {}", status_name(e.status), e.message.unwrap_or_default());
+                println!(
+                    "error {} {}",
+                    status_name(e.status),
+                    e.message.unwrap_or_default()
+                );
                 Err(())
             }
         }
@@ -79,7 +91,8 @@ impl Run for SocketProbe {
 }
 
 fn address(name: Option<HostName>) -> String {
-    name.map(|n| n.canonical_name()).unwrap_or_else(|| "none".to_string())
+    name.map(|n| n.canonical_name())
+        .unwrap_or_else(|| "none".to_string())
 }
 
 fn hostname(name: &str) -> Outcome {
@@ -138,14 +151,23 @@ fn connect_from(local_port: &str, host: &str, service: &str) -> Outcome {
 
 fn endpoint_pairs(host: &str, service: &str) -> Outcome {
     for pair in get_endpoint_pairs(&HostName::parse(host)?, service)? {
-        println!("pair={}:{}", pair.remote_host_name, pair.remote_service_name);
+        println!(
+            "pair={}:{}",
+            pair.remote_host_name, pair.remote_service_name
+        );
     }
     Ok(())
 }
 
 fn control(host: &str, service: &str) -> Outcome {
     let socket = StreamSocket::new();
-    println!("default no-delay={} keep-alive={} hop-limit={} qos={:?}", socket.no_delay(), socket.keep_alive(), socket.outbound_unicast_hop_limit(), socket.quality_of_service());
+    println!(
+        "default no-delay={} keep-alive={} hop-limit={} qos={:?}",
+        socket.no_delay(),
+        socket.keep_alive(),
+        socket.outbound_unicast_hop_limit(),
+        socket.quality_of_service()
+    );
     socket.set_no_delay(false)?;
     socket.set_keep_alive(true)?;
     socket.set_outbound_buffer_size_in_bytes(65536)?;
@@ -154,7 +176,11 @@ fn control(host: &str, service: &str) -> Outcome {
     socket.set_serialize_connection_attempts(true)?;
     let zero = socket.set_outbound_unicast_hop_limit(0).unwrap_err();
     println!("hop-limit-zero={}", status_name(zero.status));
-    socket.connect(&HostName::parse(host)?, service, SocketProtectionLevel::PlainSocket)?;
+    socket.connect(
+        &HostName::parse(host)?,
+        service,
+        SocketProtectionLevel::PlainSocket,
+    )?;
     println!(
         "connected no-delay={} keep-alive={} buffer={} hop-limit={} qos={:?} serialize={}",
         socket.no_delay(),
@@ -169,13 +195,20 @@ fn control(host: &str, service: &str) -> Outcome {
     let after = socket.set_keep_alive(false).unwrap_err();
     println!("set-keep-alive-after-connect={}", status_name(after.status));
     socket.set_outbound_buffer_size_in_bytes(1)?;
-    println!("buffer-after-late-set={}", socket.outbound_buffer_size_in_bytes());
+    println!(
+        "buffer-after-late-set={}",
+        socket.outbound_buffer_size_in_bytes()
+    );
     Ok(())
 }
 
 fn read_until_error(host: &str, service: &str) -> Outcome {
     let socket = StreamSocket::new();
-    socket.connect(&HostName::parse(host)?, service, SocketProtectionLevel::PlainSocket)?;
+    socket.connect(
+        &HostName::parse(host)?,
+        service,
+        SocketProtectionLevel::PlainSocket,
+    )?;
     let output = socket.output_stream()?;
     let input = socket.input_stream()?;
     send_all(&output, b"x").map_err(|e| stream_error(&e).expect("socket error"))?;
@@ -195,7 +228,11 @@ fn read_until_error(host: &str, service: &str) -> Outcome {
 
 fn batch(host: &str, service: &str, count: usize, size: usize) -> Outcome {
     let socket = StreamSocket::new();
-    socket.connect(&HostName::parse(host)?, service, SocketProtectionLevel::PlainSocket)?;
+    socket.connect(
+        &HostName::parse(host)?,
+        service,
+        SocketProtectionLevel::PlainSocket,
+    )?;
     let output = socket.output_stream()?;
     let failed = |e: StreamError| stream_error(&e).expect("socket error");
     // The seed's batched send: every write queued without waiting, then one flush.
@@ -227,7 +264,12 @@ fn accept_info() -> Outcome {
     println!("listening={}", listener.local_port());
     let socket = listener.accept()?;
     print_stream_info(&socket);
-    println!("accepted no-delay={} keep-alive={} hop-limit={}", socket.no_delay(), socket.keep_alive(), socket.outbound_unicast_hop_limit());
+    println!(
+        "accepted no-delay={} keep-alive={} hop-limit={}",
+        socket.no_delay(),
+        socket.keep_alive(),
+        socket.outbound_unicast_hop_limit()
+    );
     let output = socket.output_stream()?;
     send_all(&output, b"accepted\n").map_err(|e| stream_error(&e).expect("socket error"))?;
     Ok(())
@@ -255,7 +297,11 @@ fn stream_udp(host: &str, service: &str, count: usize) -> Outcome {
 
 fn udp_info(host: &str, service: &str) -> Outcome {
     let socket = DatagramSocket::new();
-    println!("before-local-port={:?} before-remote-port={:?}", socket.local_port(), socket.remote_port());
+    println!(
+        "before-local-port={:?} before-remote-port={:?}",
+        socket.local_port(),
+        socket.remote_port()
+    );
     socket.set_inbound_buffer_size_in_bytes(262144)?;
     socket.set_dont_fragment(true)?;
     socket.connect(&HostName::parse(host)?, service)?;
@@ -273,7 +319,12 @@ fn udp_info(host: &str, service: &str) -> Outcome {
     send_all(&output, b"ping").map_err(|e| stream_error(&e).expect("socket error"))?;
     drop(output);
     let message = socket.receive()?;
-    println!("reply={} from={}:{}", String::from_utf8_lossy(&message.data), message.remote_address.canonical_name(), message.remote_port);
+    println!(
+        "reply={} from={}:{}",
+        String::from_utf8_lossy(&message.data),
+        message.remote_address.canonical_name(),
+        message.remote_port
+    );
     Ok(())
 }
 
@@ -285,7 +336,11 @@ fn share_udp() -> Outcome {
     let second = DatagramSocket::new();
     second.set_multicast_only(true)?;
     second.bind_service_name(&port)?;
-    println!("shared={} multicast-only={}", second.local_port() == port, second.multicast_only());
+    println!(
+        "shared={} multicast-only={}",
+        second.local_port() == port,
+        second.multicast_only()
+    );
     let third = DatagramSocket::new();
     let refused = third.bind_service_name(&port).unwrap_err();
     println!("without-multicast-only={}", status_name(refused.status));

@@ -1,0 +1,138 @@
+//! The `sockhost` command line: one clear line and a non-zero exit for every mistake, the
+//! guest's exit code passed through, and the demo.
+
+use std::io::{Read, Write};
+use std::process::{Command, Output};
+
+fn sockhost(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sockhost"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("sockhost runs")
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// Asserts a failure with exactly one line on stderr that contains `needle`.
+fn assert_one_line_error(output: &Output, code: i32, needle: &str) {
+    let err = stderr(output);
+    assert_eq!(output.status.code(), Some(code), "stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "expected one line, got: {err}");
+    assert!(
+        err.starts_with("sockhost: ") && err.contains(needle),
+        "{err}"
+    );
+}
+
+/// A native echo server on a thread, for one connection.
+fn echo_once() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        if let Ok((mut stream, _)) = listener.accept() {
+            let mut buf = [0u8; 1024];
+            while let Ok(n) = stream.read(&mut buf) {
+                if n == 0 || stream.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    port
+}
+
+#[test]
+fn usage_mistakes_are_one_line() {
+    assert_one_line_error(&sockhost(&[]), 2, "missing a command");
+    assert_one_line_error(&sockhost(&["frobnicate"]), 2, "unrecognized subcommand");
+    assert_one_line_error(&sockhost(&["run"]), 2, "COMPONENT.wasm");
+    assert_one_line_error(
+        &sockhost(&["run", "--allow-bind", "1.2.3.4:x", "a.wasm"]),
+        2,
+        "invalid address rule",
+    );
+    assert_one_line_error(
+        &sockhost(&["run", "--max-handlers", "many", "a.wasm"]),
+        2,
+        "many",
+    );
+}
+
+#[test]
+fn bad_components_are_one_line() {
+    assert_one_line_error(
+        &sockhost(&["run", "/no/such/file.wasm"]),
+        1,
+        "cannot read /no/such/file.wasm",
+    );
+    let not_wasm =
+        std::env::temp_dir().join(format!("sockhost-not-wasm-{}.wasm", std::process::id()));
+    std::fs::write(&not_wasm, "hello").unwrap();
+    let output = sockhost(&["run", not_wasm.to_str().unwrap()]);
+    std::fs::remove_file(&not_wasm).unwrap();
+    assert_one_line_error(&output, 1, "is not a valid WebAssembly component");
+}
+
+#[test]
+fn run_passes_arguments_and_exit_code() {
+    let port = echo_once().to_string();
+    let client = sockhost_guests::TCP_ECHO_CLIENT;
+    let output = sockhost(&[
+        "run",
+        "--allow-connect",
+        "127.0.0.1",
+        client,
+        "127.0.0.1",
+        &port,
+        "from the cli",
+    ]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "from the cli"
+    );
+    // The same without permission: the guest reports access-denied and exits 1.
+    let output = sockhost(&["run", client, "127.0.0.1", &port]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(
+        stderr(&output).contains("access-denied"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[test]
+fn a_trap_is_one_line() {
+    let output = sockhost(&["run", sockhost_guests::SOCKET_PROBE, "trap"]);
+    assert_one_line_error(&output_without_guest_panic(output), 1, "trapped");
+}
+
+/// The guest's own panic message goes to its stderr first; keep only the host's line.
+fn output_without_guest_panic(mut output: Output) -> Output {
+    let text = stderr(&output);
+    let host_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("sockhost: "))
+        .collect();
+    output.stderr = format!("{}\n", host_lines.join("\n")).into_bytes();
+    output
+}
+
+#[test]
+fn demo_runs_the_echo_guests() {
+    let output = sockhost(&["demo"]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(0), "{stdout}{}", stderr(&output));
+    assert!(
+        stdout.contains("TCP: tcp-echo-client got back \"Hello over TCP!\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("UDP: udp-echo-client got back \"Hello, world!\""),
+        "{stdout}"
+    );
+    assert!(stdout.trim_end().ends_with("demo ok"), "{stdout}");
+}
