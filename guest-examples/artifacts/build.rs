@@ -15,7 +15,7 @@ const EXAMPLES: &[&str] = &[
     "udp-echo-client",
 ];
 /// Guests that only the tests run.
-const TEST_GUESTS: &[&str] = &["socket-probe"];
+const TEST_GUESTS: &[&str] = &["socket-probe", "wasi-command"];
 
 fn main() {
     let manifest_dir =

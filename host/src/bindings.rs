@@ -4,6 +4,7 @@
 //! `trappable`: the outer `wasmtime::Result` is a trap (a guest's misuse of a handle), the
 //! inner `Result<_, SocketError>` is a network failure returned to the guest as a value.
 
+#[allow(missing_docs, reason = "bindgen-generated code")]
 mod generated {
     wasmtime::component::bindgen!({
         path: "../wit",

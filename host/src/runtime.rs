@@ -323,7 +323,7 @@ impl App {
         // Serve events while some socket of `run`'s store delivers them; the store stays
         // alive so that its listeners and sockets stay open.
         drop(events);
-        let Some(service) = self.program.handlers.clone() else {
+        let Some(service) = self.program.handlers.clone().filter(|_| exit.code == 0) else {
             return Ok(exit);
         };
         let limit = Arc::new(Semaphore::new(self.max_handlers));

@@ -136,3 +136,15 @@ fn demo_runs_the_echo_guests() {
     );
     assert!(stdout.trim_end().ends_with("demo ok"), "{stdout}");
 }
+
+#[test]
+fn runs_plain_wasi_commands() {
+    let output = sockhost(&["run", sockhost_guests::WASI_COMMAND, "a", "--b", "c d"]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "args=a,--b,c d"
+    );
+    let output = sockhost(&["run", sockhost_guests::WASI_COMMAND, "fail"]);
+    assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
+}

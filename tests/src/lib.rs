@@ -13,7 +13,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 pub use sockhost::resolve::Transport;
 pub use sockhost_guests::{
-    SOCKET_PROBE, TCP_ECHO_CLIENT, TCP_ECHO_SERVER, UDP_ECHO_CLIENT, UDP_ECHO_SERVER,
+    SOCKET_PROBE, TCP_ECHO_CLIENT, TCP_ECHO_SERVER, UDP_ECHO_CLIENT, UDP_ECHO_SERVER, WASI_COMMAND,
 };
 
 /// The longest any guest run in a test may take.

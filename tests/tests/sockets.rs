@@ -196,7 +196,7 @@ async fn datagram_information_and_control() {
         out.contains("before-local-port=\"\" before-remote-port=\"\""),
         "{out}"
     );
-    assert_eq!(output.value("local-address"), Some("0.0.0.0"));
+    assert_eq!(output.value("local-address"), Some("127.0.0.1"));
     assert_eq!(output.value("local-port-set"), Some("true"));
     assert_eq!(output.value("remote-address"), Some("127.0.0.1"));
     assert_eq!(output.value("remote-port"), Some(port.as_str()));
@@ -223,4 +223,5 @@ async fn datagram_port_sharing() {
         output.value("without-multicast-only"),
         Some("address-already-in-use")
     );
+    assert_eq!(output.value("join-unicast"), Some("invalid-argument"));
 }

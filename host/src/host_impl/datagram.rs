@@ -6,10 +6,9 @@ use crate::bindings::types::{EndpointPair, SocketQualityOfService};
 use crate::conv::{SocketResult, port_string};
 use crate::ctx::SocketsCtxView;
 use crate::host_name::HostName;
-use crate::resolve::{Transport, local_ip, service_port};
+use crate::resolve::Transport;
 use crate::socket::datagram::{self as core, DatagramSocket};
 use crate::socket::stream::{local_endpoint, require_remote};
-use std::net::{Ipv6Addr, SocketAddr};
 use wasmtime::component::Resource;
 use wasmtime_wasi_io::poll::{DynPollable, subscribe};
 use wasmtime_wasi_io::streams::DynOutputStream;
@@ -41,12 +40,10 @@ impl HostDatagramSocket for SocketsCtxView<'_> {
         this: Resource<DatagramSocket>,
         service: String,
     ) -> SocketResult<()> {
-        let port = match service_port(&service, Transport::Udp, true) {
-            Ok(port) => port,
-            Err(e) => return ok(Err(e)),
-        };
-        let addr = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
-        ok(self.table.get_mut(&this)?.bind(self.ctx, addr))
+        match self.bind_address(None, &service, Transport::Udp)? {
+            Ok(addr) => ok(self.table.get_mut(&this)?.bind(self.ctx, addr)),
+            Err(e) => ok(Err(e)),
+        }
     }
 
     fn bind_endpoint(
@@ -55,21 +52,10 @@ impl HostDatagramSocket for SocketsCtxView<'_> {
         host: Option<Resource<HostName>>,
         service: String,
     ) -> SocketResult<()> {
-        let ip = match host {
-            Some(host) => match local_ip(self.table.get(&host)?) {
-                Ok(ip) => ip,
-                Err(e) => return ok(Err(e)),
-            },
-            None => Ipv6Addr::UNSPECIFIED.into(),
-        };
-        let port = match service_port(&service, Transport::Udp, true) {
-            Ok(port) => port,
-            Err(e) => return ok(Err(e)),
-        };
-        ok(self
-            .table
-            .get_mut(&this)?
-            .bind(self.ctx, SocketAddr::new(ip, port)))
+        match self.bind_address(host.as_ref(), &service, Transport::Udp)? {
+            Ok(addr) => ok(self.table.get_mut(&this)?.bind(self.ctx, addr)),
+            Err(e) => ok(Err(e)),
+        }
     }
 
     async fn connect(

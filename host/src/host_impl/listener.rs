@@ -6,10 +6,9 @@ use crate::bindings::types::{SocketProtectionLevel, SocketQualityOfService};
 use crate::conv::{SocketResult, invalid_argument};
 use crate::ctx::SocketsCtxView;
 use crate::host_name::HostName;
-use crate::resolve::{Transport, local_ip, service_port};
+use crate::resolve::Transport;
 use crate::socket::listener::StreamSocketListener;
 use crate::socket::stream::{StreamSocket, require_plain};
-use std::net::{Ipv6Addr, SocketAddr};
 use wasmtime::component::Resource;
 use wasmtime_wasi_io::poll::{DynPollable, subscribe};
 
@@ -26,14 +25,13 @@ impl HostStreamSocketListener for SocketsCtxView<'_> {
         service: String,
         level: SocketProtectionLevel,
     ) -> SocketResult<()> {
-        let port = match require_plain(level)
-            .and_then(|()| service_port(&service, Transport::Tcp, true))
-        {
-            Ok(port) => port,
-            Err(e) => return ok(Err(e)),
-        };
-        let addr = SocketAddr::new(Ipv6Addr::UNSPECIFIED.into(), port);
-        ok(self.table.get_mut(&this)?.bind(self.ctx, addr))
+        if let Err(e) = require_plain(level) {
+            return ok(Err(e));
+        }
+        match self.bind_address(None, &service, Transport::Tcp)? {
+            Ok(addr) => ok(self.table.get_mut(&this)?.bind(self.ctx, addr)),
+            Err(e) => ok(Err(e)),
+        }
     }
 
     fn bind_endpoint(
@@ -42,21 +40,10 @@ impl HostStreamSocketListener for SocketsCtxView<'_> {
         host: Option<Resource<HostName>>,
         service: String,
     ) -> SocketResult<()> {
-        let ip = match host {
-            Some(host) => match local_ip(self.table.get(&host)?) {
-                Ok(ip) => ip,
-                Err(e) => return ok(Err(e)),
-            },
-            None => Ipv6Addr::UNSPECIFIED.into(),
-        };
-        let port = match service_port(&service, Transport::Tcp, true) {
-            Ok(port) => port,
-            Err(e) => return ok(Err(e)),
-        };
-        ok(self
-            .table
-            .get_mut(&this)?
-            .bind(self.ctx, SocketAddr::new(ip, port)))
+        match self.bind_address(host.as_ref(), &service, Transport::Tcp)? {
+            Ok(addr) => ok(self.table.get_mut(&this)?.bind(self.ctx, addr)),
+            Err(e) => ok(Err(e)),
+        }
     }
 
     async fn accept(

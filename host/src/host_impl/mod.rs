@@ -8,12 +8,32 @@ mod types;
 use crate::bindings::types::SocketError;
 use crate::ctx::SocketsCtxView;
 use crate::host_name::HostName;
+use crate::resolve::{Transport, local_ip, service_port};
+use std::net::{Ipv6Addr, SocketAddr};
 use wasmtime::component::Resource;
 
 impl SocketsCtxView<'_> {
     /// A copy of a guest's host name (the handle stays the guest's).
     fn host_name(&self, name: &Resource<HostName>) -> wasmtime::Result<HostName> {
         Ok(self.table.get(name)?.clone())
+    }
+
+    /// The address a bind asks for: the guest's local host (none for all interfaces, dual
+    /// stack) and service name (empty for a free port).
+    fn bind_address(
+        &self,
+        host: Option<&Resource<HostName>>,
+        service: &str,
+        transport: Transport,
+    ) -> wasmtime::Result<Result<SocketAddr, SocketError>> {
+        let ip = match host {
+            Some(host) => match local_ip(self.table.get(host)?) {
+                Ok(ip) => ip,
+                Err(e) => return Ok(Err(e)),
+            },
+            None => Ipv6Addr::UNSPECIFIED.into(),
+        };
+        Ok(service_port(service, transport, true).map(|port| SocketAddr::new(ip, port)))
     }
 
     /// Pushes a host name for an IP address, if there is one.

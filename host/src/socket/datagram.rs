@@ -435,10 +435,13 @@ impl DatagramSocket {
         self.state = DatagramState::Closed;
     }
 
-    /// The local address, if bound.
+    /// The local address, if bound: asked of the kernel, because connecting a socket bound to
+    /// all interfaces gives it the address of the route to the peer.
     pub fn local(&self) -> Option<SocketAddr> {
         match &self.state {
-            DatagramState::Bound(b) => Some(canonical(b.shared.local)),
+            DatagramState::Bound(b) => Some(canonical(
+                b.shared.socket.local_addr().unwrap_or(b.shared.local),
+            )),
             _ => None,
         }
     }

@@ -344,5 +344,9 @@ fn share_udp() -> Outcome {
     let third = DatagramSocket::new();
     let refused = third.bind_service_name(&port).unwrap_err();
     println!("without-multicast-only={}", status_name(refused.status));
+    let not_multicast = first
+        .join_multicast_group(&HostName::parse("127.0.0.1")?)
+        .unwrap_err();
+    println!("join-unicast={}", status_name(not_multicast.status));
     Ok(())
 }
