@@ -13,6 +13,8 @@ const EXAMPLES: &[&str] = &[
     "tcp-echo-client",
     "udp-echo-server",
     "udp-echo-client",
+    "tls-echo-server",
+    "tls-echo-client",
 ];
 /// Guests that only the tests run.
 const TEST_GUESTS: &[&str] = &["socket-probe", "wasi-command"];

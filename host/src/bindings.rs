@@ -12,6 +12,7 @@ mod generated {
         imports: {
             "sockhost:sockets/stream-socket.[method]stream-socket.connect": async | trappable,
             "sockhost:sockets/stream-socket.[method]stream-socket.connect-endpoint-pair": async | trappable,
+            "sockhost:sockets/stream-socket.[method]stream-socket.upgrade-to-ssl": async | trappable,
             "sockhost:sockets/stream-socket.[method]stream-socket.cancel-io": async | trappable,
             "sockhost:sockets/stream-socket.[method]stream-socket.close": async | trappable,
             "sockhost:sockets/stream-socket.get-endpoint-pairs": async | trappable,

@@ -8,6 +8,7 @@ use crate::policy::NetworkPolicy;
 use crate::resolve::Transport;
 use crate::socket::datagram::{DatagramMessage, SharedUdp};
 use crate::socket::stream::StreamSocket;
+use crate::tls::TlsConfig;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -23,8 +24,8 @@ pub enum SocketEvent {
     ConnectionReceived {
         /// The tag of the listener.
         tag: String,
-        /// The accepted, connected socket.
-        socket: StreamSocket,
+        /// The accepted, connected socket (boxed: it is much larger than the other event).
+        socket: Box<StreamSocket>,
     },
     /// A datagram socket received a datagram (`MessageReceived`).
     MessageReceived {
@@ -41,6 +42,7 @@ pub enum SocketEvent {
 pub struct SocketsCtx {
     app: AppId,
     policy: Arc<NetworkPolicy>,
+    tls: Arc<TlsConfig>,
     ports: Arc<PortRegistry>,
     /// Where events go; `None` when the component exports no handlers. Weak, so that the app
     /// stops serving once no socket delivers events any more.
@@ -52,12 +54,14 @@ impl SocketsCtx {
     pub fn new(
         app: AppId,
         policy: Arc<NetworkPolicy>,
+        tls: Arc<TlsConfig>,
         ports: Arc<PortRegistry>,
         events: Option<mpsc::WeakSender<SocketEvent>>,
     ) -> Self {
         Self {
             app,
             policy,
+            tls,
             ports,
             events,
         }
@@ -66,6 +70,11 @@ impl SocketsCtx {
     /// The network policy.
     pub fn policy(&self) -> &NetworkPolicy {
         &self.policy
+    }
+
+    /// The host's TLS identities and trust roots.
+    pub fn tls(&self) -> &TlsConfig {
+        &self.tls
     }
 
     /// The app this instance belongs to.

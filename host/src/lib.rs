@@ -40,6 +40,7 @@ pub mod resolve;
 pub mod runtime;
 pub mod socket;
 mod sys;
+pub mod tls;
 
 pub use ctx::{SocketsCtx, SocketsCtxView, SocketsView};
 

@@ -6,6 +6,7 @@ mod demo;
 use clap::{Parser, Subcommand};
 use sockhost::policy::{AddressRule, NetworkPolicy};
 use sockhost::runtime::{RunOptions, Runtime};
+use sockhost::tls::TlsConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -31,6 +32,8 @@ enum Command {
 struct RunArgs {
     #[command(flatten)]
     network: NetworkArgs,
+    #[command(flatten)]
+    tls: TlsArgs,
     /// How many connection-received / message-received handlers may run at once.
     #[arg(long, value_name = "N", default_value_t = sockhost::runtime::DEFAULT_MAX_HANDLERS)]
     max_handlers: usize,
@@ -62,6 +65,64 @@ struct NetworkArgs {
     /// isolation).
     #[arg(long)]
     isolate_apps: bool,
+}
+
+/// The TLS flags: identities guests can name, and what to trust.
+#[derive(Parser)]
+struct TlsArgs {
+    /// A certificate chain and private key (PEM) that guests select by NAME for a client
+    /// certificate or a TLS listener; the key never enters the guest. Repeatable.
+    #[arg(long, value_name = "NAME=CERT.pem,KEY.pem")]
+    tls_identity: Vec<IdentityArg>,
+    /// Trust the CA certificates of a PEM file, beside the system's roots. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Vec<PathBuf>,
+    /// Refuse certificates revoked by the CRLs of a PEM file. Repeatable.
+    #[arg(long, value_name = "FILE")]
+    tls_crl: Vec<PathBuf>,
+}
+
+/// `NAME=CERT.pem,KEY.pem`.
+#[derive(Clone)]
+struct IdentityArg {
+    name: String,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl std::str::FromStr for IdentityArg {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (name, files) = s.split_once('=').ok_or("expected NAME=CERT.pem,KEY.pem")?;
+        let (cert, key) = files
+            .split_once(',')
+            .ok_or("expected NAME=CERT.pem,KEY.pem")?;
+        if name.is_empty() || cert.is_empty() || key.is_empty() {
+            return Err("expected NAME=CERT.pem,KEY.pem".into());
+        }
+        Ok(Self {
+            name: name.into(),
+            cert: cert.into(),
+            key: key.into(),
+        })
+    }
+}
+
+impl TlsArgs {
+    fn config(self) -> anyhow::Result<TlsConfig> {
+        let mut tls = TlsConfig::default();
+        for identity in self.tls_identity {
+            tls.add_identity(&identity.name, &identity.cert, &identity.key)?;
+        }
+        for ca in self.tls_ca {
+            tls.add_ca(&ca)?;
+        }
+        for crl in self.tls_crl {
+            tls.add_crl(&crl)?;
+        }
+        Ok(tls)
+    }
 }
 
 impl NetworkArgs {
@@ -135,7 +196,10 @@ fn one_line(message: &str) -> String {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let mut runtime = Runtime::new(args.network.policy()).map_err(anyhow::Error::from)?;
+    let tls = args.tls.config()?;
+    let mut runtime = Runtime::new(args.network.policy())
+        .map_err(anyhow::Error::from)?
+        .with_tls(tls);
     runtime.set_max_handlers(args.max_handlers);
     let program = runtime
         .load_file(&args.component)

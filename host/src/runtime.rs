@@ -6,6 +6,7 @@ use crate::ctx::{AppId, PortRegistry, SocketEvent, SocketsCtx, SocketsCtxView, S
 use crate::policy::NetworkPolicy;
 use crate::resolve::Transport;
 use crate::socket::datagram::DatagramSocket;
+use crate::tls::TlsConfig;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -54,6 +55,7 @@ pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     policy: Arc<NetworkPolicy>,
+    tls: Arc<TlsConfig>,
     ports: Arc<PortRegistry>,
     max_handlers: usize,
     next_app: AtomicU64,
@@ -118,6 +120,7 @@ impl Runtime {
             engine,
             linker,
             policy: Arc::new(policy),
+            tls: Arc::new(TlsConfig::default()),
             ports: Arc::new(PortRegistry::default()),
             max_handlers: DEFAULT_MAX_HANDLERS,
             next_app: AtomicU64::new(1),
@@ -131,10 +134,17 @@ impl Runtime {
             engine: self.engine.clone(),
             linker: self.linker.clone(),
             policy: Arc::new(policy),
+            tls: self.tls.clone(),
             ports: Arc::new(PortRegistry::default()),
             max_handlers: self.max_handlers,
             next_app: AtomicU64::new(1),
         }
+    }
+
+    /// Gives the runtime's guests these TLS identities, trust roots and revocation lists.
+    pub fn with_tls(mut self, tls: TlsConfig) -> Self {
+        self.tls = Arc::new(tls);
+        self
     }
 
     /// Sets how many handler instances may run at once.
@@ -192,6 +202,7 @@ impl Runtime {
             options,
             engine: self.engine.clone(),
             policy: self.policy.clone(),
+            tls: self.tls.clone(),
             ports: self.ports.clone(),
             max_handlers: self.max_handlers,
         };
@@ -252,6 +263,7 @@ struct App {
     options: RunOptions,
     engine: Engine,
     policy: Arc<NetworkPolicy>,
+    tls: Arc<TlsConfig>,
     ports: Arc<PortRegistry>,
     max_handlers: usize,
 }
@@ -275,7 +287,13 @@ impl App {
         let state = HostState {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            sockets: SocketsCtx::new(self.id, self.policy.clone(), self.ports.clone(), events),
+            sockets: SocketsCtx::new(
+                self.id,
+                self.policy.clone(),
+                self.tls.clone(),
+                self.ports.clone(),
+                events,
+            ),
         };
         Store::new(&self.engine, state)
     }
@@ -358,7 +376,7 @@ impl App {
         let handlers = instance.sockhost_sockets_handlers();
         match event {
             SocketEvent::ConnectionReceived { tag, socket } => {
-                let socket = store.data_mut().table.push(socket)?;
+                let socket = store.data_mut().table.push(*socket)?;
                 let event = stream_socket_listener::ConnectionReceivedEvent {
                     listener_tag: tag,
                     socket,

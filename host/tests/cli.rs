@@ -62,6 +62,23 @@ fn usage_mistakes_are_one_line() {
 }
 
 #[test]
+fn bad_tls_flags_are_one_line() {
+    let wasm = sockhost_guests::WASI_COMMAND;
+    assert_one_line_error(
+        &sockhost(&["run", "--tls-identity", "nameonly", wasm]),
+        2,
+        "NAME=CERT.pem,KEY.pem",
+    );
+    assert_one_line_error(
+        &sockhost(&["run", "--tls-ca", "/no/such/ca.pem", wasm]),
+        1,
+        "/no/such/ca.pem",
+    );
+    let output = sockhost(&["run", "--tls-identity", "a=/no/cert.pem,/no/key.pem", wasm]);
+    assert_one_line_error(&output, 1, "/no/cert.pem");
+}
+
+#[test]
 fn bad_components_are_one_line() {
     assert_one_line_error(
         &sockhost(&["run", "/no/such/file.wasm"]),

@@ -11,9 +11,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
+pub mod pki;
+
 pub use sockhost::resolve::Transport;
 pub use sockhost_guests::{
-    SOCKET_PROBE, TCP_ECHO_CLIENT, TCP_ECHO_SERVER, UDP_ECHO_CLIENT, UDP_ECHO_SERVER, WASI_COMMAND,
+    SOCKET_PROBE, TCP_ECHO_CLIENT, TCP_ECHO_SERVER, TLS_ECHO_CLIENT, TLS_ECHO_SERVER,
+    UDP_ECHO_CLIENT, UDP_ECHO_SERVER, WASI_COMMAND,
 };
 
 /// The longest any guest run in a test may take.

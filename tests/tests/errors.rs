@@ -146,11 +146,11 @@ async fn isolated_apps_cannot_connect() {
     server.app.stop();
 }
 
-/// TLS levels until TLS arrives: not-supported, with a clear message.
+/// SSL is refused with not-supported, never silently downgraded or sent in plain text.
 #[tokio::test(flavor = "multi_thread")]
-async fn tls_levels_not_supported_yet() {
+async fn ssl_is_not_supported() {
     let addr = native_tcp_echo().await;
-    let output = probe(&["connect-tls", "127.0.0.1", &addr.port().to_string()]).await;
+    let output = probe(&["connect-ssl", "127.0.0.1", &addr.port().to_string()]).await;
     assert_eq!(output.error_status(), Some("not-supported"), "{output:#?}");
 }
 

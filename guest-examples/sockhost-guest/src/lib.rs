@@ -24,7 +24,13 @@ use wasi::io::streams::{InputStream, OutputStream, StreamError};
 
 /// The kebab-case WIT name of a status, e.g. `connection-refused`.
 pub fn status_name(status: SocketErrorStatus) -> String {
-    let debug = format!("{status:?}");
+    kebab_name(status)
+}
+
+/// The kebab-case WIT name of any enum case, e.g. `invalid-name` for
+/// `ChainValidationResult::InvalidName`.
+pub fn kebab_name(value: impl std::fmt::Debug) -> String {
+    let debug = format!("{value:?}");
     let name = debug.rsplit("::").next().unwrap_or(&debug);
     let mut out = String::new();
     for (i, c) in name.chars().enumerate() {

@@ -8,7 +8,7 @@ use crate::ctx::SocketsCtxView;
 use crate::host_name::HostName;
 use crate::resolve::Transport;
 use crate::socket::listener::StreamSocketListener;
-use crate::socket::stream::{StreamSocket, require_plain};
+use crate::socket::stream::StreamSocket;
 use wasmtime::component::Resource;
 use wasmtime_wasi_io::poll::{DynPollable, subscribe};
 
@@ -25,11 +25,8 @@ impl HostStreamSocketListener for SocketsCtxView<'_> {
         service: String,
         level: SocketProtectionLevel,
     ) -> SocketResult<()> {
-        if let Err(e) = require_plain(level) {
-            return ok(Err(e));
-        }
         match self.bind_address(None, &service, Transport::Tcp)? {
-            Ok(addr) => ok(self.table.get_mut(&this)?.bind(self.ctx, addr)),
+            Ok(addr) => ok(self.table.get_mut(&this)?.bind(self.ctx, addr, level)),
             Err(e) => ok(Err(e)),
         }
     }
@@ -41,7 +38,11 @@ impl HostStreamSocketListener for SocketsCtxView<'_> {
         service: String,
     ) -> SocketResult<()> {
         match self.bind_address(host.as_ref(), &service, Transport::Tcp)? {
-            Ok(addr) => ok(self.table.get_mut(&this)?.bind(self.ctx, addr)),
+            Ok(addr) => ok(self.table.get_mut(&this)?.bind(
+                self.ctx,
+                addr,
+                SocketProtectionLevel::PlainSocket,
+            )),
             Err(e) => ok(Err(e)),
         }
     }
@@ -173,6 +174,49 @@ impl HostStreamSocketListener for SocketsCtxView<'_> {
             .table
             .get_mut(&this)?
             .set_control(|c| c.quality_of_service = value))
+    }
+
+    fn server_identity(
+        &mut self,
+        this: Resource<StreamSocketListener>,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(self.table.get(&this)?.tls().identity.clone())
+    }
+
+    fn set_server_identity(
+        &mut self,
+        this: Resource<StreamSocketListener>,
+        identity: Option<String>,
+    ) -> SocketResult<()> {
+        if let Some(name) = &identity
+            && !self.ctx.tls().has_identity(name)
+        {
+            return ok(Err(invalid_argument(format!(
+                "the host has no TLS identity named {name:?} (see --tls-identity)"
+            ))));
+        }
+        ok(self
+            .table
+            .get_mut(&this)?
+            .set_tls(|t| t.identity = identity))
+    }
+
+    fn client_certificate_required(
+        &mut self,
+        this: Resource<StreamSocketListener>,
+    ) -> wasmtime::Result<bool> {
+        Ok(self.table.get(&this)?.tls().client_certificate_required)
+    }
+
+    fn set_client_certificate_required(
+        &mut self,
+        this: Resource<StreamSocketListener>,
+        value: bool,
+    ) -> SocketResult<()> {
+        ok(self
+            .table
+            .get_mut(&this)?
+            .set_tls(|t| t.client_certificate_required = value))
     }
 
     fn local_port(&mut self, this: Resource<StreamSocketListener>) -> wasmtime::Result<String> {

@@ -3,15 +3,16 @@
 use super::ok;
 use crate::bindings::stream_socket::{self, HostStreamSocket};
 use crate::bindings::types::{
-    EndpointPair, RoundTripTimeStatistics, SocketProtectionLevel, SocketQualityOfService,
+    Certificate, ChainValidationResult, EndpointPair, RoundTripTimeStatistics,
+    SocketProtectionLevel, SocketQualityOfService, SocketSslErrorSeverity,
 };
 use crate::conv::{SocketResult, invalid_argument, io_error, port_string};
 use crate::ctx::SocketsCtxView;
 use crate::host_name::HostName;
 use crate::resolve::{Transport, resolve, service_port};
-use crate::socket::stream::{
-    self, StreamSocket, TcpInput, local_endpoint, require_plain, require_remote,
-};
+use crate::socket::link::TcpInput;
+use crate::socket::stream::{self, StreamSocket, local_endpoint, require_remote};
+use crate::tls::{certificate_info, is_ignorable, is_tls, severity};
 use wasmtime::component::Resource;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
@@ -24,9 +25,10 @@ impl SocketsCtxView<'_> {
         level: SocketProtectionLevel,
         local: Option<(Option<String>, String)>,
     ) -> SocketResult<()> {
-        if let Err(e) = require_plain(level) {
-            return ok(Err(e));
-        }
+        let secure = match is_tls(level) {
+            Ok(secure) => secure,
+            Err(e) => return ok(Err(e)),
+        };
         let local = match local {
             Some((host, service)) => {
                 match local_endpoint(self.ctx, host.as_deref(), &service, Transport::Tcp) {
@@ -36,21 +38,29 @@ impl SocketsCtxView<'_> {
             }
             None => None,
         };
-        let control = match self
-            .table
-            .get_mut(this)?
-            .begin_connect(host.clone(), service)
-        {
+        let socket = self.table.get_mut(this)?;
+        let mut settings = socket.tls().clone();
+        settings.level = level;
+        let control = match socket.begin_connect(host.clone(), service) {
             Ok(control) => control,
             Err(e) => return ok(Err(e)),
         };
-        match stream::connect(self.ctx, &control, &host, service, local).await {
-            Ok(connection) => {
-                self.table.get_mut(this)?.finish_connect(connection);
-                Ok(Ok(()))
+        let connection = match stream::connect(self.ctx, &control, &host, service, local).await {
+            Ok(connection) => connection,
+            Err(e) => return ok(Err(e)),
+        };
+        if secure {
+            let secured = stream::secure_client(&connection, self.ctx.tls(), &settings, &host);
+            if let Err(e) = secured.await {
+                return ok(Err(e));
             }
-            Err(e) => ok(Err(e)),
         }
+        self.table.get_mut(this)?.finish_connect(connection);
+        Ok(Ok(()))
+    }
+
+    fn socket(&self, this: &Resource<StreamSocket>) -> wasmtime::Result<&StreamSocket> {
+        Ok(self.table.get(this)?)
     }
 }
 
@@ -119,7 +129,7 @@ impl HostStreamSocket for SocketsCtxView<'_> {
         this: Resource<StreamSocket>,
     ) -> SocketResult<Resource<DynInputStream>> {
         let input = match self.table.get(&this)?.require_connection() {
-            Ok(connection) => TcpInput::new(connection),
+            Ok(connection) => TcpInput::new(connection.link.clone()),
             Err(e) => return ok(Err(e)),
         };
         let input: DynInputStream = Box::new(input);
@@ -150,13 +160,177 @@ impl HostStreamSocket for SocketsCtxView<'_> {
             return Ok(Ok(()));
         };
         let flushed = connection.writer.flush_and_wait().await;
-        let shutdown = connection.writer.sink().shutdown_write().map_err(|e| {
+        let notified = connection.link.send_close_notify().await;
+        let shutdown = connection.link.shutdown_write().map_err(|e| {
             io_error(
                 &e,
                 format!("shut down the connection to {}", connection.remote),
             )
         });
-        ok(flushed.and(shutdown))
+        ok(flushed.and(notified).and(shutdown))
+    }
+
+    async fn upgrade_to_ssl(
+        &mut self,
+        this: Resource<StreamSocket>,
+        level: SocketProtectionLevel,
+        validation_host_name: Resource<HostName>,
+    ) -> SocketResult<()> {
+        let host = self.host_name(&validation_host_name)?;
+        let socket = self.table.get(&this)?;
+        let checked = is_tls(level).and_then(|secure| match secure {
+            true => socket.upgradable(),
+            false => Err(crate::conv::error(
+                crate::bindings::types::SocketErrorStatus::NotSupported,
+                "upgrade-to-ssl needs a TLS protection level",
+            )),
+        });
+        let connection = match checked {
+            Ok(connection) => connection,
+            Err(e) => return ok(Err(e)),
+        };
+        let mut settings = socket.tls().clone();
+        settings.level = level;
+        // What was written in plain text goes out before the handshake starts.
+        if let Err(e) = connection.writer.flush_and_wait().await {
+            return ok(Err(e));
+        }
+        ok(stream::secure_client(&connection, self.ctx.tls(), &settings, &host).await)
+    }
+
+    fn client_certificate(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(self.socket(&this)?.tls().client_certificate.clone())
+    }
+
+    fn set_client_certificate(
+        &mut self,
+        this: Resource<StreamSocket>,
+        identity: Option<String>,
+    ) -> SocketResult<()> {
+        if let Some(name) = &identity
+            && !self.ctx.tls().has_identity(name)
+        {
+            return ok(Err(invalid_argument(format!(
+                "the host has no TLS identity named {name:?} (see --tls-identity)"
+            ))));
+        }
+        ok(self
+            .table
+            .get_mut(&this)?
+            .set_tls(|t| t.client_certificate = identity))
+    }
+
+    fn ignorable_server_certificate_errors(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> wasmtime::Result<Vec<ChainValidationResult>> {
+        Ok(self.socket(&this)?.tls().ignorable.clone())
+    }
+
+    fn set_ignorable_server_certificate_errors(
+        &mut self,
+        this: Resource<StreamSocket>,
+        errors: Vec<ChainValidationResult>,
+    ) -> SocketResult<()> {
+        if let Some(fatal) = errors.iter().find(|e| !is_ignorable(**e)) {
+            return ok(Err(invalid_argument(format!(
+                "{fatal:?} is a fatal certificate error and cannot be ignored"
+            ))));
+        }
+        ok(self.table.get_mut(&this)?.set_tls(|t| t.ignorable = errors))
+    }
+
+    fn min_protection_level(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> wasmtime::Result<SocketProtectionLevel> {
+        Ok(self.socket(&this)?.tls().min_level)
+    }
+
+    fn set_min_protection_level(
+        &mut self,
+        this: Resource<StreamSocket>,
+        level: SocketProtectionLevel,
+    ) -> SocketResult<()> {
+        if !matches!(is_tls(level), Ok(true)) {
+            return ok(Err(crate::conv::error(
+                crate::bindings::types::SocketErrorStatus::NotSupported,
+                format!("{level:?} is not a TLS version this host can require"),
+            )));
+        }
+        ok(self.table.get_mut(&this)?.set_tls(|t| t.min_level = level))
+    }
+
+    fn alpn_protocols(&mut self, this: Resource<StreamSocket>) -> wasmtime::Result<Vec<String>> {
+        Ok(self.socket(&this)?.tls().alpn.clone())
+    }
+
+    fn set_alpn_protocols(
+        &mut self,
+        this: Resource<StreamSocket>,
+        protocols: Vec<String>,
+    ) -> SocketResult<()> {
+        if let Some(bad) = protocols.iter().find(|p| p.is_empty() || p.len() > 255) {
+            return ok(Err(invalid_argument(format!(
+                "ALPN protocol {bad:?} must be 1 to 255 bytes"
+            ))));
+        }
+        ok(self.table.get_mut(&this)?.set_tls(|t| t.alpn = protocols))
+    }
+
+    fn server_certificate(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> wasmtime::Result<Option<Certificate>> {
+        let tls = self.socket(&this)?.tls_session().filter(|t| t.is_client);
+        Ok(tls.and_then(|t| t.peer_chain.first()).map(certificate_info))
+    }
+
+    fn server_intermediate_certificates(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> wasmtime::Result<Vec<Certificate>> {
+        let tls = self.socket(&this)?.tls_session().filter(|t| t.is_client);
+        Ok(tls
+            .map(|t| t.peer_chain.iter().skip(1).map(certificate_info).collect())
+            .unwrap_or_default())
+    }
+
+    fn server_certificate_errors(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> wasmtime::Result<Vec<ChainValidationResult>> {
+        let tls = self.socket(&this)?.tls_session();
+        Ok(tls.map(|t| t.errors.clone()).unwrap_or_default())
+    }
+
+    fn server_certificate_error_severity(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> wasmtime::Result<SocketSslErrorSeverity> {
+        let tls = self.socket(&this)?.tls_session();
+        Ok(tls.map_or(SocketSslErrorSeverity::None, |t| severity(&t.errors)))
+    }
+
+    fn peer_certificate(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> wasmtime::Result<Option<Certificate>> {
+        let tls = self.socket(&this)?.tls_session();
+        Ok(tls.and_then(|t| t.peer_chain.first()).map(certificate_info))
+    }
+
+    fn negotiated_alpn_protocol(
+        &mut self,
+        this: Resource<StreamSocket>,
+    ) -> wasmtime::Result<Option<String>> {
+        Ok(self
+            .socket(&this)?
+            .tls_session()
+            .and_then(|t| t.alpn.clone()))
     }
 
     fn no_delay(&mut self, this: Resource<StreamSocket>) -> wasmtime::Result<bool> {

@@ -2,8 +2,8 @@
 //! either to `accept` or, once enabled, to the app's `connection-received` handler.
 
 use super::AbortOnDrop;
-use super::stream::{Connection, StreamControl, StreamSocket};
-use crate::bindings::types::{SocketError, SocketErrorStatus};
+use super::stream::{Connection, StreamControl, StreamSocket, secure_server};
+use crate::bindings::types::{SocketError, SocketErrorStatus, SocketProtectionLevel};
 use crate::conv::{error, invalid_operation, io_error};
 use crate::ctx::{PortRegistration, SocketEvent, SocketsCtx};
 use crate::resolve::Transport;
@@ -35,19 +35,32 @@ struct Listening {
     pending: Option<io::Result<TcpStream>>,
     /// The task that delivers connections to the handler, once enabled.
     delivery: Option<AbortOnDrop>,
+    /// For a TLS listener: the configuration each accepted connection's handshake uses.
+    server_config: Option<Arc<rustls::ServerConfig>>,
     _port: PortRegistration,
 }
 
 /// A TCP listener. Mirrors UWP `StreamSocketListener`.
 pub struct StreamSocketListener {
     control: StreamControl,
+    tls: ServerTls,
     state: ListenerState,
+}
+
+/// A listener's TLS settings (beyond UWP).
+#[derive(Clone, Debug, Default)]
+pub struct ServerTls {
+    /// The host identity presented to clients.
+    pub identity: Option<String>,
+    /// Whether clients must present a certificate the host trusts.
+    pub client_certificate_required: bool,
 }
 
 impl Default for StreamSocketListener {
     fn default() -> Self {
         Self {
             control: StreamControl::default(),
+            tls: ServerTls::default(),
             state: ListenerState::Unbound,
         }
     }
@@ -75,11 +88,48 @@ impl StreamSocketListener {
         }
     }
 
-    /// Binds and listens on `addr` (`[::]` for all interfaces, dual stack).
-    pub fn bind(&mut self, ctx: &SocketsCtx, addr: SocketAddr) -> Result<(), SocketError> {
+    /// The TLS identity and client-certificate requirement; only allowed before bind.
+    pub fn set_tls(&mut self, change: impl FnOnce(&mut ServerTls)) -> Result<(), SocketError> {
+        match self.state {
+            ListenerState::Unbound => {
+                change(&mut self.tls);
+                Ok(())
+            }
+            _ => Err(invalid_operation(
+                "listener TLS settings cannot change after bind",
+            )),
+        }
+    }
+
+    /// The TLS settings.
+    pub fn tls(&self) -> &ServerTls {
+        &self.tls
+    }
+
+    /// Binds and listens on `addr` (`[::]` for all interfaces, dual stack); with a TLS
+    /// protection level, accepted connections complete a TLS handshake first.
+    pub fn bind(
+        &mut self,
+        ctx: &SocketsCtx,
+        addr: SocketAddr,
+        level: SocketProtectionLevel,
+    ) -> Result<(), SocketError> {
         if !matches!(self.state, ListenerState::Unbound) {
             return Err(invalid_operation("the listener is already bound"));
         }
+        let server_config = if crate::tls::is_tls(level)? {
+            let identity = self.tls.identity.as_deref().ok_or_else(|| {
+                crate::conv::invalid_argument(
+                    "a TLS listener needs a server identity (set-server-identity)",
+                )
+            })?;
+            Some(
+                ctx.tls()
+                    .server_config(level, identity, self.tls.client_certificate_required)?,
+            )
+        } else {
+            None
+        };
         ctx.policy().check_bind(addr)?;
         let control = &self.control;
         let doing = || format!("listen on {addr}");
@@ -98,6 +148,7 @@ impl StreamSocketListener {
             local,
             pending: None,
             delivery: None,
+            server_config,
             _port: ctx.ports().register(ctx.app(), Transport::Tcp, local),
         });
         Ok(())
@@ -117,18 +168,27 @@ impl StreamSocketListener {
         }
     }
 
-    /// Waits for the next connection.
+    /// Waits for the next connection (for a TLS listener, the next one whose handshake
+    /// succeeds: a client that fails its handshake is dropped and logged, not returned).
     pub async fn accept(&mut self) -> Result<StreamSocket, SocketError> {
         let control = self.control.clone();
         let listening = self.listening()?;
-        let stream = match listening.pending.take() {
-            Some(result) => result,
-            None => listening.listener.accept().await.map(|(stream, _)| stream),
-        };
-        let doing = || format!("accept on {}", listening.local);
-        let stream = stream.map_err(|e| io_error(&e, doing()))?;
-        let connection = Connection::new(stream).map_err(|e| io_error(&e, doing()))?;
-        Ok(StreamSocket::accepted(connection, control))
+        loop {
+            let stream = match listening.pending.take() {
+                Some(result) => result,
+                None => listening.listener.accept().await.map(|(stream, _)| stream),
+            };
+            let doing = || format!("accept on {}", listening.local);
+            let stream = stream.map_err(|e| io_error(&e, doing()))?;
+            let connection = Connection::new(stream).map_err(|e| io_error(&e, doing()))?;
+            if let Some(config) = &listening.server_config
+                && let Err(e) = secure_server(&connection, config.clone()).await
+            {
+                tracing::debug!(remote = %connection.remote, error = ?e.message, "TLS handshake failed");
+                continue;
+            }
+            return Ok(StreamSocket::accepted(connection, control));
+        }
     }
 
     /// Sends every accepted connection to the app's handler, tagged with `tag`.
@@ -141,8 +201,14 @@ impl StreamSocketListener {
         let listening = self.listening()?;
         let listener = listening.listener.clone();
         let pending = listening.pending.take();
+        let server_config = listening.server_config.clone();
         listening.delivery = Some(AbortOnDrop::spawn(deliver(
-            listener, pending, control, events, tag,
+            listener,
+            pending,
+            control,
+            server_config,
+            events,
+            tag,
         )));
         Ok(())
     }
@@ -165,6 +231,7 @@ async fn deliver(
     listener: Arc<TcpListener>,
     mut pending: Option<io::Result<TcpStream>>,
     control: StreamControl,
+    server_config: Option<Arc<rustls::ServerConfig>>,
     events: mpsc::Sender<SocketEvent>,
     tag: String,
 ) {
@@ -173,8 +240,8 @@ async fn deliver(
             Some(result) => result,
             None => listener.accept().await.map(|(stream, _)| stream),
         };
-        let socket = match accepted.and_then(Connection::new) {
-            Ok(connection) => StreamSocket::accepted(connection, control.clone()),
+        let connection = match accepted.and_then(Connection::new) {
+            Ok(connection) => connection,
             Err(e) => {
                 // Out of descriptors or a connection reset before accept: wait a little
                 // instead of spinning, and keep listening.
@@ -183,13 +250,31 @@ async fn deliver(
                 continue;
             }
         };
-        let event = SocketEvent::ConnectionReceived {
-            tag: tag.clone(),
-            socket,
+        let Some(config) = &server_config else {
+            let socket = Box::new(StreamSocket::accepted(connection, control.clone()));
+            let event = SocketEvent::ConnectionReceived {
+                tag: tag.clone(),
+                socket,
+            };
+            if events.send(event).await.is_err() {
+                return;
+            }
+            continue;
         };
-        if events.send(event).await.is_err() {
-            return;
-        }
+        // Handshakes run on their own, so a slow client never holds up the next accept.
+        let (config, events, tag, control) =
+            (config.clone(), events.clone(), tag.clone(), control.clone());
+        tokio::spawn(async move {
+            match secure_server(&connection, config).await {
+                Ok(()) => {
+                    let socket = Box::new(StreamSocket::accepted(connection, control));
+                    let _ = events
+                        .send(SocketEvent::ConnectionReceived { tag, socket })
+                        .await;
+                }
+                Err(e) => tracing::debug!(error = ?e.message, "TLS handshake failed"),
+            }
+        });
     }
 }
 

@@ -1,6 +1,7 @@
 //! The tokio cores of the three socket resources, independent of the WIT adapters.
 
 pub mod datagram;
+pub mod link;
 pub mod listener;
 pub mod stream;
 pub mod writer;

@@ -1,26 +1,23 @@
 //! `StreamSocket`: a TCP connection, its control settings and its streams.
 
-use super::writer::{BatchWriter, Queue, Sink};
+use super::link::{Link, TcpSink, TlsSession};
+use super::writer::BatchWriter;
 use crate::bindings::types::{
     RoundTripTimeStatistics, SocketError, SocketErrorStatus, SocketProtectionLevel,
     SocketQualityOfService,
 };
-use crate::conv::{
-    canonical, error, invalid_argument, invalid_operation, io_error, stream_failure,
-};
+use crate::conv::{canonical, error, invalid_argument, invalid_operation, io_error};
 use crate::ctx::SocketsCtx;
 use crate::host_name::HostName;
 use crate::resolve::{Transport, resolve};
-use bytes::{Bytes, BytesMut};
+use crate::tls::{CertificateErrors, ClientTls, TlsConfig};
 use socket2::SockRef;
-use std::io::{self, IoSlice};
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::net::{TcpSocket, TcpStream};
-use wasmtime_wasi_io::poll::Pollable;
-use wasmtime_wasi_io::streams::{InputStream, StreamError, StreamResult};
 
 /// `StreamSocketControl`: settings applied when the socket connects (or, for a listener's,
 /// to every accepted socket).
@@ -85,8 +82,8 @@ enum StreamState {
 /// A live connection and its shared output queue.
 #[derive(Clone)]
 pub struct Connection {
-    /// The socket, shared with the streams.
-    pub stream: Arc<TcpStream>,
+    /// The socket (and TLS session), shared with the streams.
+    pub link: Arc<Link>,
     /// The local address.
     pub local: SocketAddr,
     /// The remote address.
@@ -100,14 +97,10 @@ impl Connection {
     pub fn new(stream: TcpStream) -> io::Result<Self> {
         let local = canonical(stream.local_addr()?);
         let remote = canonical(stream.peer_addr()?);
-        let stream = Arc::new(stream);
-        let writer = BatchWriter::new(TcpSink {
-            stream: stream.clone(),
-            remote,
-            writev_calls: AtomicU64::new(0),
-        });
+        let link = Arc::new(Link::new(stream, remote));
+        let writer = BatchWriter::new(TcpSink::new(link.clone()));
         Ok(Self {
-            stream,
+            link,
             local,
             remote,
             writer,
@@ -118,6 +111,10 @@ impl Connection {
 /// A TCP connection. Mirrors UWP `StreamSocket`.
 pub struct StreamSocket {
     control: StreamControl,
+    /// The TLS control settings (`ClientCertificate`, `IgnorableServerCertificateErrors`, …).
+    tls: ClientTls,
+    /// Accepted by a listener: such sockets cannot `upgrade-to-ssl`.
+    accepted: bool,
     state: StreamState,
     remote_host_name: Option<HostName>,
     remote_service_name: String,
@@ -127,6 +124,8 @@ impl Default for StreamSocket {
     fn default() -> Self {
         Self {
             control: StreamControl::default(),
+            tls: ClientTls::default(),
+            accepted: false,
             state: StreamState::Unconnected,
             remote_host_name: None,
             remote_service_name: String::new(),
@@ -139,6 +138,8 @@ impl StreamSocket {
     pub fn accepted(connection: Connection, control: StreamControl) -> Self {
         Self {
             control,
+            tls: ClientTls::default(),
+            accepted: true,
             state: StreamState::Connected(connection),
             remote_host_name: None,
             remote_service_name: String::new(),
@@ -164,6 +165,37 @@ impl StreamSocket {
                 "control settings cannot change after connect",
             )),
         }
+    }
+
+    /// The TLS control settings.
+    pub fn tls(&self) -> &ClientTls {
+        &self.tls
+    }
+
+    /// Changes a TLS setting; allowed until a TLS handshake starts.
+    pub fn set_tls(&mut self, change: impl FnOnce(&mut ClientTls)) -> Result<(), SocketError> {
+        let secured = self.connection().is_some_and(|c| c.link.tls().is_some());
+        if secured || matches!(self.state, StreamState::ConnectCalled) {
+            return Err(invalid_operation(
+                "TLS settings cannot change once the handshake started",
+            ));
+        }
+        change(&mut self.tls);
+        Ok(())
+    }
+
+    /// The connection to secure with `upgrade-to-ssl`, if the socket may be upgraded.
+    pub fn upgradable(&self) -> Result<Connection, SocketError> {
+        let connection = self.require_connection()?;
+        if self.accepted {
+            return Err(invalid_operation(
+                "a socket accepted by a listener cannot be upgraded to TLS",
+            ));
+        }
+        if connection.link.tls().is_some() {
+            return Err(invalid_operation("the connection is already secured"));
+        }
+        Ok(connection.clone())
     }
 
     /// Sets the send buffer size; as in UWP, it has no effect after connect.
@@ -241,9 +273,15 @@ impl StreamSocket {
         &self.remote_service_name
     }
 
-    /// The protection level; plain until TLS arrives.
+    /// The negotiated protection level: `plain-socket`, `tls12` or `tls13`.
     pub fn protection_level(&self) -> SocketProtectionLevel {
-        SocketProtectionLevel::PlainSocket
+        self.tls_session()
+            .map_or(SocketProtectionLevel::PlainSocket, |tls| tls.level)
+    }
+
+    /// The TLS session, once secured.
+    pub fn tls_session(&self) -> Option<&TlsSession> {
+        self.connection().and_then(|c| c.link.tls())
     }
 
     /// TCP_INFO round-trip times; zeros when not connected.
@@ -257,7 +295,7 @@ impl StreamSocket {
         let Some(connection) = self.connection() else {
             return zero;
         };
-        match crate::sys::tcp_rtt(connection.stream.as_fd()) {
+        match crate::sys::tcp_rtt(connection.link.stream().as_fd()) {
             Ok((rtt, rttvar, min)) => RoundTripTimeStatistics {
                 variance: rttvar,
                 max: rtt,
@@ -271,7 +309,7 @@ impl StreamSocket {
     /// No-delay as the kernel has it when connected, as set otherwise.
     pub fn no_delay(&self) -> bool {
         match self.connection() {
-            Some(c) => c.stream.nodelay().unwrap_or(self.control.no_delay),
+            Some(c) => c.link.stream().nodelay().unwrap_or(self.control.no_delay),
             None => self.control.no_delay,
         }
     }
@@ -279,7 +317,7 @@ impl StreamSocket {
     /// Keep-alive as the kernel has it when connected, as set otherwise.
     pub fn keep_alive(&self) -> bool {
         match self.connection() {
-            Some(c) => SockRef::from(&*c.stream)
+            Some(c) => SockRef::from(c.link.stream())
                 .keepalive()
                 .unwrap_or(self.control.keep_alive),
             None => self.control.keep_alive,
@@ -289,7 +327,7 @@ impl StreamSocket {
     /// The send buffer size the kernel has when connected, as set otherwise.
     pub fn outbound_buffer_size(&self) -> u32 {
         match self.connection() {
-            Some(c) => super::send_buffer_size(SockRef::from(&*c.stream)),
+            Some(c) => super::send_buffer_size(SockRef::from(c.link.stream())),
             None => self.control.outbound_buffer_size,
         }
     }
@@ -299,7 +337,7 @@ impl StreamSocket {
         let Some(c) = self.connection() else {
             return self.control.hop_limit;
         };
-        let socket = SockRef::from(&*c.stream);
+        let socket = SockRef::from(c.link.stream());
         let hops = if c.local.is_ipv4() && !is_v6_socket(&socket) {
             socket.ttl_v4()
         } else {
@@ -406,17 +444,49 @@ pub fn local_endpoint(
     Ok(addr)
 }
 
-/// Rejects protection levels until TLS arrives.
-pub fn require_plain(level: SocketProtectionLevel) -> Result<(), SocketError> {
-    match level {
-        SocketProtectionLevel::PlainSocket => Ok(()),
-        other => Err(error(
-            SocketErrorStatus::NotSupported,
-            format!(
-                "protection level {other:?} is not supported yet: this host speaks plain TCP only"
-            ),
-        )),
-    }
+/// How long a TLS handshake may take: UWP's may never time out; a host should not wait forever.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Secures a connection as a TLS client, validating the server's certificate for `host`.
+pub async fn secure_client(
+    connection: &Connection,
+    config: &TlsConfig,
+    settings: &ClientTls,
+    host: &HostName,
+) -> Result<(), SocketError> {
+    let recorder = Arc::new(CertificateErrors::default());
+    let client_config = config.client_config(settings, recorder.clone())?;
+    let conn = rustls::ClientConnection::new(client_config, crate::tls::server_name(host)?)
+        .map_err(|e| crate::tls::handshake_error(&e, connection.remote))?;
+    let handshake = connection.link.secure(conn.into(), || recorder.take());
+    with_handshake_timeout(connection, handshake).await
+}
+
+/// Secures an accepted connection as a TLS server.
+pub async fn secure_server(
+    connection: &Connection,
+    config: Arc<rustls::ServerConfig>,
+) -> Result<(), SocketError> {
+    let conn = rustls::ServerConnection::new(config)
+        .map_err(|e| crate::tls::handshake_error(&e, connection.remote))?;
+    with_handshake_timeout(connection, connection.link.secure(conn.into(), Vec::new)).await
+}
+
+async fn with_handshake_timeout(
+    connection: &Connection,
+    handshake: impl Future<Output = Result<(), SocketError>>,
+) -> Result<(), SocketError> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake)
+        .await
+        .unwrap_or_else(|_| {
+            Err(error(
+                SocketErrorStatus::ConnectionTimedOut,
+                format!(
+                    "TLS handshake with {} took longer than {HANDSHAKE_TIMEOUT:?}",
+                    connection.remote
+                ),
+            ))
+        })
 }
 
 /// Makes sure an endpoint-pair's remote fields are present.
@@ -427,117 +497,10 @@ pub fn require_remote(host: &str, service: &str) -> Result<HostName, SocketError
     HostName::parse(host)
 }
 
-/// Sends a TCP queue with vectored writes.
-pub struct TcpSink {
-    stream: Arc<TcpStream>,
-    remote: SocketAddr,
-    /// How many `writev` calls were made: batching is only worth it if this stays small.
-    writev_calls: AtomicU64,
-}
-
-/// At most this many buffers go into one `writev` (Linux's IOV_MAX).
-const MAX_IOVECS: usize = 1024;
-
-#[async_trait::async_trait]
-impl Sink for TcpSink {
-    fn try_send(&self, queue: &mut Queue) -> io::Result<()> {
-        while queue.len > 0 {
-            let slices: Vec<IoSlice<'_>> = queue
-                .buffers
-                .iter()
-                .take(MAX_IOVECS)
-                .map(|b| IoSlice::new(b))
-                .collect();
-            self.writev_calls.fetch_add(1, Ordering::Relaxed);
-            let written = self.stream.try_write_vectored(&slices)?;
-            if written == 0 {
-                return Err(io::ErrorKind::WriteZero.into());
-            }
-            queue.advance(written);
-        }
-        Ok(())
-    }
-
-    async fn writable(&self) -> io::Result<()> {
-        self.stream.writable().await
-    }
-
-    fn max_write(&self) -> usize {
-        usize::MAX
-    }
-
-    fn describe(&self) -> String {
-        format!("send to {}", self.remote)
-    }
-}
-
-impl TcpSink {
-    /// How many `writev` system calls the connection has made.
-    pub fn writev_calls(&self) -> u64 {
-        self.writev_calls.load(Ordering::Relaxed)
-    }
-
-    /// Shuts the write side down (FIN).
-    pub fn shutdown_write(&self) -> io::Result<()> {
-        SockRef::from(&*self.stream).shutdown(std::net::Shutdown::Write)
-    }
-}
-
-/// The input side of a stream socket.
-pub struct TcpInput {
-    stream: Arc<TcpStream>,
-    remote: SocketAddr,
-    closed: bool,
-}
-
-impl TcpInput {
-    /// Reads from the connection's socket.
-    pub fn new(connection: &Connection) -> Self {
-        Self {
-            stream: connection.stream.clone(),
-            remote: connection.remote,
-            closed: false,
-        }
-    }
-}
-
-/// The most one read returns; guests usually ask for 64 KiB.
-const MAX_READ: usize = 64 * 1024;
-
-#[async_trait::async_trait]
-impl Pollable for TcpInput {
-    async fn ready(&mut self) {
-        if !self.closed {
-            let _ = self.stream.readable().await;
-        }
-    }
-}
-
-impl InputStream for TcpInput {
-    fn read(&mut self, size: usize) -> StreamResult<Bytes> {
-        if self.closed {
-            return Err(StreamError::Closed);
-        }
-        // Not zero-filled: try_read_buf writes into the spare capacity.
-        let mut buf = BytesMut::with_capacity(size.min(MAX_READ));
-        match self.stream.try_read_buf(&mut buf) {
-            Ok(0) if size > 0 => {
-                self.closed = true;
-                Err(StreamError::Closed)
-            }
-            Ok(_) => Ok(buf.freeze()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Bytes::new()),
-            Err(e) => {
-                self.closed = true;
-                Err(stream_failure(&e, format!("receive from {}", self.remote)))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
     use tokio::io::AsyncReadExt;
     use wasmtime_wasi_io::streams::OutputStream;
 
@@ -559,7 +522,7 @@ mod tests {
         }
         output.flush().unwrap();
         connection.writer.wait_flushed().await.unwrap();
-        let calls = connection.writer.sink().writev_calls();
+        let calls = connection.link.writev_calls();
         assert!(calls <= 4, "1,000 writes took {calls} writev calls");
         let mut received = vec![0; expected.len()];
         server.read_exact(&mut received).await.unwrap();

@@ -46,7 +46,7 @@ impl Run for SocketProbe {
             "hostname" => hostname(arg(1)),
             "compare" => compare(arg(1), arg(2)),
             "connect" => connect(arg(1), arg(2), SocketProtectionLevel::PlainSocket),
-            "connect-tls" => connect(arg(1), arg(2), SocketProtectionLevel::Tls12),
+            "connect-ssl" => connect(arg(1), arg(2), SocketProtectionLevel::Ssl),
             "connect-from" => connect_from(arg(1), arg(2), arg(3)),
             "endpoint-pairs" => endpoint_pairs(arg(1), arg(2)),
             "control" => control(arg(1), arg(2)),

@@ -1,0 +1,113 @@
+//! `tls-echo-server [SERVICE] --identity NAME [--require-client-certificate] [--level LEVEL]`:
+//! a TLS echo server, beyond UWP, whose listener serves TLS with the host identity NAME
+//! (`sockhost run --tls-identity NAME=CERT.pem,KEY.pem`). With
+//! `--require-client-certificate`, clients must present a certificate the host trusts; each
+//! connection prints the client's certificate subject before echoing.
+
+#[allow(unsafe_code, reason = "wit-bindgen generated bindings")]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../wit",
+        world: "sockhost:sockets/service",
+        with: {
+            "wasi:io/poll@0.2.12": sockhost_guest::wasi::io::poll,
+            "wasi:io/streams@0.2.12": sockhost_guest::wasi::io::streams,
+            "wasi:io/error@0.2.12": sockhost_guest::wasi::io::error,
+            "wasi:clocks/monotonic-clock@0.2.12": sockhost_guest::wasi::clocks::monotonic_clock,
+            "sockhost:sockets/types@0.1.0": sockhost_guest::types,
+            "sockhost:sockets/stream-socket@0.1.0": sockhost_guest::stream_socket,
+            "sockhost:sockets/stream-socket-listener@0.1.0": sockhost_guest::stream_socket_listener,
+            "sockhost:sockets/datagram-socket@0.1.0": sockhost_guest::datagram_socket,
+        },
+    });
+    use super::TlsEchoServer;
+    export!(TlsEchoServer);
+}
+
+use bindings::exports::sockhost::sockets::handlers::Guest as Handlers;
+use bindings::exports::wasi::cli::run::Guest as Run;
+use sockhost_guest::datagram_socket::MessageReceivedEvent;
+use sockhost_guest::stream_socket_listener::{ConnectionReceivedEvent, StreamSocketListener};
+use sockhost_guest::types::SocketProtectionLevel;
+use sockhost_guest::wasi::io::streams::StreamError;
+use sockhost_guest::{describe, send_all};
+
+/// The component: `run` binds a TLS listener, `connection-received` echoes.
+struct TlsEchoServer;
+
+impl Run for TlsEchoServer {
+    fn run() -> Result<(), ()> {
+        let mut service = "1337".to_string();
+        let mut identity = None;
+        let mut require = false;
+        let mut level = SocketProtectionLevel::Unspecified;
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--identity" => identity = args.next(),
+                "--require-client-certificate" => require = true,
+                "--level" => {
+                    level = match args.next().as_deref() {
+                        Some("tls12") => SocketProtectionLevel::Tls12,
+                        Some("tls13") => SocketProtectionLevel::Tls13,
+                        _ => SocketProtectionLevel::Unspecified,
+                    }
+                }
+                _ => service = arg,
+            }
+        }
+        let listener = StreamSocketListener::new();
+        let listen = listener
+            .set_server_identity(identity.as_deref())
+            .and_then(|()| listener.set_client_certificate_required(require))
+            .and_then(|()| listener.bind_service_name(&service, level))
+            .and_then(|()| listener.enable_connection_received("tls-echo"));
+        if let Err(e) = listen {
+            eprintln!("tls-echo-server: listen on {service}: {}", describe(&e));
+            return Err(());
+        }
+        println!(
+            "tls-echo-server: listening on port {}",
+            listener.local_port()
+        );
+        // The host serves the listener's connections after `run` returns: keep the handle.
+        std::mem::forget(listener);
+        Ok(())
+    }
+}
+
+impl Handlers for TlsEchoServer {
+    fn connection_received(event: ConnectionReceivedEvent) {
+        let socket = event.socket;
+        let client = socket
+            .peer_certificate()
+            .map(|c| c.subject.replace(' ', "_"));
+        println!(
+            "client-certificate={}",
+            client.unwrap_or_else(|| "none".to_string())
+        );
+        let (Ok(input), Ok(output)) = (socket.input_stream(), socket.output_stream()) else {
+            return;
+        };
+        loop {
+            match input.blocking_read(64 * 1024) {
+                Ok(data) => {
+                    if send_all(&output, &data).is_err() {
+                        break;
+                    }
+                }
+                Err(StreamError::Closed) => break,
+                Err(e) => {
+                    if let Some(error) = sockhost_guest::stream_error(&e) {
+                        eprintln!("tls-echo-server: {}", describe(&error));
+                    }
+                    break;
+                }
+            }
+        }
+        drop((input, output));
+        let _ = socket.close();
+    }
+
+    fn message_received(_event: MessageReceivedEvent) {}
+}
