@@ -41,6 +41,8 @@ pub struct TlsConfig {
     crls: Vec<CertificateRevocationListDer<'static>>,
     no_system_roots: bool,
     roots: OnceLock<Arc<RootCertStore>>,
+    /// Built once: it depends only on the roots and revocation lists.
+    server_verifier: OnceLock<Result<Arc<WebPkiServerVerifier>, String>>,
 }
 
 impl fmt::Debug for TlsConfig {
@@ -146,7 +148,28 @@ impl TlsConfig {
     }
 
     fn provider() -> Arc<CryptoProvider> {
-        Arc::new(rustls::crypto::ring::default_provider())
+        static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+        PROVIDER
+            .get_or_init(|| Arc::new(rustls::crypto::ring::default_provider()))
+            .clone()
+    }
+
+    fn server_verifier(&self) -> Result<Arc<WebPkiServerVerifier>, SocketError> {
+        self.server_verifier
+            .get_or_init(|| {
+                WebPkiServerVerifier::builder_with_provider(self.roots(), Self::provider())
+                    .with_crls(self.crls.clone())
+                    .allow_unknown_revocation_status()
+                    .build()
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+            .map_err(|e| {
+                error(
+                    SocketErrorStatus::CertificateIsInvalid,
+                    format!("trust roots: {e}"),
+                )
+            })
     }
 
     /// The system's roots (loaded once, on first use) and the added ones.
@@ -181,16 +204,7 @@ impl TlsConfig {
         recorder: Arc<CertificateErrors>,
     ) -> Result<Arc<ClientConfig>, SocketError> {
         let provider = Self::provider();
-        let inner = WebPkiServerVerifier::builder_with_provider(self.roots(), provider.clone())
-            .with_crls(self.crls.clone())
-            .allow_unknown_revocation_status()
-            .build()
-            .map_err(|e| {
-                error(
-                    SocketErrorStatus::CertificateIsInvalid,
-                    format!("trust roots: {e}"),
-                )
-            })?;
+        let inner = self.server_verifier()?;
         let verifier = RecordingVerifier {
             inner,
             ignorable: settings.ignorable.clone(),

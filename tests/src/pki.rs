@@ -202,6 +202,8 @@ pub async fn native_tls_echo(config: Arc<ServerConfig>, starttls: bool) -> Socke
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
+            // Nagle would hold the echo behind the session ticket until the peer's delayed ACK.
+            let _ = stream.set_nodelay(true);
             let acceptor = acceptor.clone();
             tokio::spawn(async move {
                 if starttls {

@@ -10,6 +10,8 @@
 //! - `--level LEVEL`: `tls12`, `tls13` or `unspecified` (the default); others are refused.
 //! - `--starttls`: connect in plain text, send `STARTTLS`, wait for `OK`, then upgrade.
 //! - `--alpn P,...`: ALPN protocols to offer.
+//! - `--repeat N`: do the whole exchange (connect, handshake, echo, close) N times and print
+//!   `handshakes-per-second=…`, to measure handshake cost.
 
 #[allow(unsafe_code, reason = "wit-bindgen generated bindings")]
 mod bindings {
@@ -48,6 +50,7 @@ struct Options {
     level: Option<SocketProtectionLevel>,
     starttls: bool,
     alpn: Vec<String>,
+    repeat: u32,
 }
 
 fn options() -> Result<Options, String> {
@@ -65,6 +68,9 @@ fn options() -> Result<Options, String> {
             "--level" => options.level = Some(level(&value()?)?),
             "--alpn" => options.alpn = value()?.split(',').map(String::from).collect(),
             "--starttls" => options.starttls = true,
+            "--repeat" => {
+                options.repeat = value()?.parse().map_err(|_| "--repeat needs a number")?
+            }
             _ => options.positional.push(arg),
         }
     }
@@ -104,7 +110,18 @@ fn level(name: &str) -> Result<SocketProtectionLevel, String> {
 
 impl Run for TlsEchoClient {
     fn run() -> Result<(), ()> {
-        let result = options().and_then(|options| echo(&options));
+        let result = options().and_then(|options| {
+            let started = std::time::Instant::now();
+            let repeat = options.repeat.max(1);
+            for round in 0..repeat {
+                echo(&options, round == 0)?;
+            }
+            if repeat > 1 {
+                let rate = f64::from(repeat) / started.elapsed().as_secs_f64();
+                println!("handshakes-per-second={rate:.0}");
+            }
+            Ok(())
+        });
         match result {
             Ok(()) => Ok(()),
             Err(message) => {
@@ -115,7 +132,7 @@ impl Run for TlsEchoClient {
     }
 }
 
-fn echo(options: &Options) -> Result<(), String> {
+fn echo(options: &Options, report: bool) -> Result<(), String> {
     let arg = |i: usize, default: &str| {
         options
             .positional
@@ -172,6 +189,29 @@ fn echo(options: &Options) -> Result<(), String> {
             .upgrade_to_ssl(level, &host)
             .map_err(|e| fail("upgrade-to-ssl", e))?;
     }
+    if report {
+        report_information(&socket);
+    }
+    send_all(&output, format!("{line}\n").as_bytes()).map_err(|e| stream_failure("send", e))?;
+    let response = read_line(&input, &mut buffer).map_err(|e| stream_failure("receive", e))?;
+    drop((input, output));
+    let _ = socket.close();
+    match response {
+        Some(response) if response == line => {
+            if report {
+                println!("{response}");
+            }
+            Ok(())
+        }
+        Some(response) => Err(format!(
+            "sent {line:?} but the server answered {response:?}"
+        )),
+        None => Err("the server closed the connection before answering".to_string()),
+    }
+}
+
+/// Prints what `Information` says about the secured connection.
+fn report_information(socket: &StreamSocket) {
     println!("protection-level={}", kebab_name(socket.protection_level()));
     if let Some(cert) = socket.server_certificate() {
         println!("server-subject={}", cert.subject.replace(' ', "_"));
@@ -182,14 +222,12 @@ fn echo(options: &Options) -> Result<(), String> {
         .into_iter()
         .map(kebab_name)
         .collect();
-    println!(
-        "certificate-errors={}",
-        if errors.is_empty() {
-            "none".to_string()
-        } else {
-            errors.join(",")
-        }
-    );
+    let errors = if errors.is_empty() {
+        "none".to_string()
+    } else {
+        errors.join(",")
+    };
+    println!("certificate-errors={errors}");
     println!(
         "severity={}",
         kebab_name(socket.server_certificate_error_severity())
@@ -200,18 +238,4 @@ fn echo(options: &Options) -> Result<(), String> {
             .negotiated_alpn_protocol()
             .unwrap_or_else(|| "none".to_string())
     );
-    send_all(&output, format!("{line}\n").as_bytes()).map_err(|e| stream_failure("send", e))?;
-    let response = read_line(&input, &mut buffer).map_err(|e| stream_failure("receive", e))?;
-    drop((input, output));
-    let _ = socket.close();
-    match response {
-        Some(response) if response == line => {
-            println!("{response}");
-            Ok(())
-        }
-        Some(response) => Err(format!(
-            "sent {line:?} but the server answered {response:?}"
-        )),
-        None => Err("the server closed the connection before answering".to_string()),
-    }
 }
