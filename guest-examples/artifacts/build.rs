@@ -17,7 +17,7 @@ const EXAMPLES: &[&str] = &[
     "tls-echo-client",
 ];
 /// Guests that only the tests run.
-const TEST_GUESTS: &[&str] = &["socket-probe", "wasi-command"];
+const TEST_GUESTS: &[&str] = &["socket-probe", "handler-probe", "wasi-command"];
 
 fn main() {
     let manifest_dir =

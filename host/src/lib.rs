@@ -30,6 +30,7 @@
 //! # }
 //! ```
 
+mod app;
 pub mod bindings;
 pub mod conv;
 pub mod ctx;

@@ -5,10 +5,11 @@ mod demo;
 
 use clap::{Parser, Subcommand};
 use sockhost::policy::{AddressRule, NetworkPolicy};
-use sockhost::runtime::{RunOptions, Runtime};
+use sockhost::runtime::{HandlerLimits, RunOptions, Runtime};
 use sockhost::tls::TlsConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Runs WebAssembly components with UWP-style sockets (StreamSocket, StreamSocketListener,
 /// DatagramSocket) on native sockets.
@@ -22,7 +23,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs a component (a sockhost:sockets client or service, or a wasi:cli command).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Runs the embedded TCP and UDP echo servers and clients against each other on loopback.
     Demo,
 }
@@ -35,8 +36,19 @@ struct RunArgs {
     #[command(flatten)]
     tls: TlsArgs,
     /// How many connection-received / message-received handlers may run at once.
-    #[arg(long, value_name = "N", default_value_t = sockhost::runtime::DEFAULT_MAX_HANDLERS)]
+    #[arg(long, value_name = "N", default_value_t = 1024)]
     max_handlers: usize,
+    /// Close a connection whose handler neither reads nor writes for this long; stop a
+    /// datagram handler that runs this long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
+    idle_timeout: f64,
+    /// Stop a handler that has executed wasm for this long in all (a loop, say).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30.0)]
+    cpu_limit: f64,
+    /// On SIGINT or SIGTERM, let running handlers finish for this long; a second signal
+    /// stops at once.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    shutdown_grace: f64,
     /// The component to run.
     #[arg(value_name = "COMPONENT.wasm")]
     component: PathBuf,
@@ -177,7 +189,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
+            Command::Run(args) => run(*args).await,
             Command::Demo => demo::run().await,
         }
     });
@@ -200,21 +212,67 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut runtime = Runtime::new(args.network.policy())
         .map_err(anyhow::Error::from)?
         .with_tls(tls);
-    runtime.set_max_handlers(args.max_handlers);
+    runtime.set_limits(HandlerLimits {
+        max_concurrent: args.max_handlers.max(1),
+        idle_timeout: seconds(args.idle_timeout, "--idle-timeout")?,
+        cpu_limit: seconds(args.cpu_limit, "--cpu-limit")?,
+    });
+    let grace = seconds(args.shutdown_grace, "--shutdown-grace")?;
     let program = runtime
         .load_file(&args.component)
         .map_err(anyhow::Error::from)?;
     let app = runtime.start(&program, RunOptions::new(args.args));
+    let shutdown = app.shutdown_handle();
+    let mut signals = Signals::new()?;
+    let wait = app.wait();
+    tokio::pin!(wait);
     let exit = tokio::select! {
-        exit = app.wait() => exit.map_err(anyhow::Error::from)?,
-        _ = tokio::signal::ctrl_c() => {
-            eprintln!("sockhost: interrupted");
-            return Ok(ExitCode::from(130));
+        exit = &mut wait => exit,
+        () = signals.next() => {
+            eprintln!("sockhost: shutting down: finishing running handlers for up to {grace:?} (signal again to stop at once)");
+            shutdown.shutdown(grace);
+            tokio::select! {
+                exit = &mut wait => exit,
+                () = signals.next() => {
+                    eprintln!("sockhost: stopped");
+                    return Ok(ExitCode::from(130));
+                }
+            }
         }
-    };
+    }
+    .map_err(anyhow::Error::from)?;
     if let Some(trap) = exit.trap {
         let first = trap.lines().next().unwrap_or("trap");
         anyhow::bail!("{} trapped: {first}", args.component.display());
     }
     Ok(ExitCode::from(u8::try_from(exit.code).unwrap_or(1)))
+}
+
+/// A duration from a flag's seconds.
+fn seconds(value: f64, flag: &str) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(value)
+        .map_err(|_| anyhow::anyhow!("{flag} must be a positive number of seconds"))
+}
+
+/// SIGINT and SIGTERM.
+struct Signals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }

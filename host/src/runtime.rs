@@ -1,35 +1,33 @@
 //! Loading components and running them: `run` once, then each socket event in a fresh
 //! instance of the component, many at a time.
 
-use crate::bindings::{ServicePre, datagram_socket, stream_socket_listener};
-use crate::ctx::{AppId, PortRegistry, SocketEvent, SocketsCtx, SocketsCtxView, SocketsView};
+use crate::app::App;
+use crate::bindings::ServicePre;
+use crate::ctx::{AppId, PortRegistry, SocketsCtx, SocketsCtxView, SocketsView};
 use crate::policy::NetworkPolicy;
 use crate::resolve::Transport;
-use crate::socket::datagram::DatagramSocket;
 use crate::tls::TlsConfig;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio::sync::{Semaphore, mpsc};
+use std::time::Duration;
+use tokio::sync::watch;
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
-use wasmtime::{Config, Engine, Store};
-use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime::{Config, Engine};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{I32Exit, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 /// The name of the exported handlers interface.
 const HANDLERS_EXPORT: &str = "sockhost:sockets/handlers@0.1.0";
-/// How many events may wait for a handler before delivery waits too.
-const EVENT_QUEUE: usize = 1024;
-/// How many handler instances run at once by default.
-pub const DEFAULT_MAX_HANDLERS: usize = 1024;
+
+pub use crate::app::HandlerLimits;
 
 /// The data of every store: WASI's state, the resource table and the socket state.
 pub struct HostState {
-    wasi: WasiCtx,
-    table: ResourceTable,
-    sockets: SocketsCtx,
+    pub(crate) wasi: WasiCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) sockets: SocketsCtx,
 }
 
 impl WasiView for HostState {
@@ -57,16 +55,16 @@ pub struct Runtime {
     policy: Arc<NetworkPolicy>,
     tls: Arc<TlsConfig>,
     ports: Arc<PortRegistry>,
-    max_handlers: usize,
+    limits: HandlerLimits,
     next_app: AtomicU64,
 }
 
 /// A compiled component, linked and ready to instantiate.
 #[derive(Clone)]
 pub struct Program {
-    pre: InstancePre<HostState>,
-    handlers: Option<ServicePre<HostState>>,
-    name: String,
+    pub(crate) pre: InstancePre<HostState>,
+    pub(crate) handlers: Option<ServicePre<HostState>>,
+    pub(crate) name: String,
 }
 
 impl Program {
@@ -112,7 +110,11 @@ impl Runtime {
     pub fn new(policy: NetworkPolicy) -> wasmtime::Result<Self> {
         let mut config = Config::new();
         config.wasm_component_model(true);
+        // Epochs let the host stop a handler that loops and make every guest yield its
+        // thread regularly (see `crate::app`).
+        config.epoch_interruption(true);
         let engine = Engine::new(&config)?;
+        crate::app::start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         crate::add_to_linker(&mut linker)?;
@@ -122,7 +124,7 @@ impl Runtime {
             policy: Arc::new(policy),
             tls: Arc::new(TlsConfig::default()),
             ports: Arc::new(PortRegistry::default()),
-            max_handlers: DEFAULT_MAX_HANDLERS,
+            limits: HandlerLimits::default(),
             next_app: AtomicU64::new(1),
         })
     }
@@ -136,7 +138,7 @@ impl Runtime {
             policy: Arc::new(policy),
             tls: self.tls.clone(),
             ports: Arc::new(PortRegistry::default()),
-            max_handlers: self.max_handlers,
+            limits: self.limits.clone(),
             next_app: AtomicU64::new(1),
         }
     }
@@ -147,9 +149,9 @@ impl Runtime {
         self
     }
 
-    /// Sets how many handler instances may run at once.
-    pub fn set_max_handlers(&mut self, max: usize) {
-        self.max_handlers = max.max(1);
+    /// Sets the limits on handler instances.
+    pub fn set_limits(&mut self, limits: HandlerLimits) {
+        self.limits = limits;
     }
 
     /// The registry of ports bound by this runtime's apps.
@@ -204,12 +206,14 @@ impl Runtime {
             policy: self.policy.clone(),
             tls: self.tls.clone(),
             ports: self.ports.clone(),
-            max_handlers: self.max_handlers,
+            limits: self.limits.clone(),
         };
+        let (shutdown, requested) = watch::channel(None);
         RunningApp {
             id,
             ports: self.ports.clone(),
-            task: tokio::spawn(app.run()),
+            shutdown,
+            task: tokio::spawn(app.run(requested)),
         }
     }
 }
@@ -218,6 +222,7 @@ impl Runtime {
 pub struct RunningApp {
     id: AppId,
     ports: Arc<PortRegistry>,
+    shutdown: watch::Sender<Option<Duration>>,
     task: tokio::task::JoinHandle<wasmtime::Result<AppExit>>,
 }
 
@@ -244,160 +249,36 @@ impl RunningApp {
             .map_err(|e| wasmtime::format_err!("the app's task failed: {e}"))?
     }
 
+    /// Starts a graceful shutdown: the app stops accepting connections and datagrams, and
+    /// handlers that are running get `grace` to finish before they are stopped.
+    pub fn shutdown(&self, grace: Duration) {
+        let _ = self.shutdown.send(Some(grace));
+    }
+
+    /// A handle that can start the graceful shutdown after `wait` took the app.
+    pub fn shutdown_handle(&self) -> ShutdownHandle {
+        ShutdownHandle(self.shutdown.clone())
+    }
+
     /// Stops the app at once: its instances are dropped and their sockets closed.
     pub fn stop(&self) {
         self.task.abort();
     }
 }
 
+/// Starts an app's graceful shutdown; see [`RunningApp::shutdown`].
+#[derive(Clone)]
+pub struct ShutdownHandle(watch::Sender<Option<Duration>>);
+
+impl ShutdownHandle {
+    /// Starts the graceful shutdown with `grace` for running handlers.
+    pub fn shutdown(&self, grace: Duration) {
+        let _ = self.0.send(Some(grace));
+    }
+}
+
 impl Drop for RunningApp {
     fn drop(&mut self) {
         self.task.abort();
-    }
-}
-
-/// Everything one app's task needs.
-struct App {
-    id: AppId,
-    program: Program,
-    options: RunOptions,
-    engine: Engine,
-    policy: Arc<NetworkPolicy>,
-    tls: Arc<TlsConfig>,
-    ports: Arc<PortRegistry>,
-    max_handlers: usize,
-}
-
-impl App {
-    fn store(&self, events: Option<mpsc::WeakSender<SocketEvent>>) -> Store<HostState> {
-        let mut wasi = WasiCtxBuilder::new();
-        wasi.args(&[self.program.name.as_str()])
-            .args(&self.options.args);
-        match &self.options.stdout {
-            Some(pipe) => wasi.stdout(pipe.clone()),
-            None => wasi.inherit_stdout(),
-        };
-        match &self.options.stderr {
-            Some(pipe) => wasi.stderr(pipe.clone()),
-            None => wasi.inherit_stderr(),
-        };
-        if self.policy.inherit_network {
-            wasi.inherit_network().allow_ip_name_lookup(true);
-        }
-        let state = HostState {
-            wasi: wasi.build(),
-            table: ResourceTable::new(),
-            sockets: SocketsCtx::new(
-                self.id,
-                self.policy.clone(),
-                self.tls.clone(),
-                self.ports.clone(),
-                events,
-            ),
-        };
-        Store::new(&self.engine, state)
-    }
-
-    async fn run(self) -> wasmtime::Result<AppExit> {
-        let (events, mut received) = mpsc::channel(EVENT_QUEUE);
-        let weak = self.program.handlers.as_ref().map(|_| events.downgrade());
-        let mut store = self.store(weak.clone());
-        let outcome = match &self.program.handlers {
-            Some(service) => {
-                let instance = service.instantiate_async(&mut store).await?;
-                instance.wasi_cli_run().call_run(&mut store).await
-            }
-            None => {
-                let command = CommandPre::new(self.program.pre.clone())?
-                    .instantiate_async(&mut store)
-                    .await?;
-                command.wasi_cli_run().call_run(&mut store).await
-            }
-        };
-        let exit = match outcome {
-            Ok(Ok(())) => AppExit {
-                code: 0,
-                trap: None,
-            },
-            Ok(Err(())) => AppExit {
-                code: 1,
-                trap: None,
-            },
-            Err(e) => match e.downcast_ref::<I32Exit>() {
-                Some(I32Exit(code)) => {
-                    return Ok(AppExit {
-                        code: *code,
-                        trap: None,
-                    });
-                }
-                None => {
-                    return Ok(AppExit {
-                        code: 1,
-                        trap: Some(format!("{e:?}")),
-                    });
-                }
-            },
-        };
-        // Serve events while some socket of `run`'s store delivers them; the store stays
-        // alive so that its listeners and sockets stay open.
-        drop(events);
-        let Some(service) = self.program.handlers.clone().filter(|_| exit.code == 0) else {
-            return Ok(exit);
-        };
-        let limit = Arc::new(Semaphore::new(self.max_handlers));
-        let app = Arc::new(self);
-        while let Some(event) = received.recv().await {
-            let Ok(permit) = limit.clone().acquire_owned().await else {
-                break;
-            };
-            let app = app.clone();
-            let service = service.clone();
-            let weak = weak.clone();
-            tokio::spawn(async move {
-                if let Err(e) = app.handle(&service, weak, event).await {
-                    tracing::warn!(app = app.id, error = ?e, "handler failed; only its own event is lost");
-                }
-                drop(permit);
-            });
-        }
-        drop(store);
-        Ok(exit)
-    }
-
-    /// Runs one event's handler in a fresh instance.
-    async fn handle(
-        &self,
-        service: &ServicePre<HostState>,
-        events: Option<mpsc::WeakSender<SocketEvent>>,
-        event: SocketEvent,
-    ) -> wasmtime::Result<()> {
-        let mut store = self.store(events);
-        let instance = service.instantiate_async(&mut store).await?;
-        let handlers = instance.sockhost_sockets_handlers();
-        match event {
-            SocketEvent::ConnectionReceived { tag, socket } => {
-                let socket = store.data_mut().table.push(*socket)?;
-                let event = stream_socket_listener::ConnectionReceivedEvent {
-                    listener_tag: tag,
-                    socket,
-                };
-                handlers.call_connection_received(&mut store, &event).await
-            }
-            SocketEvent::MessageReceived {
-                tag,
-                socket,
-                message,
-            } => {
-                let mut view = store.data_mut().sockets();
-                let message = view.push_message(message)?;
-                let socket = view.table.push(DatagramSocket::shared(socket))?;
-                let event = datagram_socket::MessageReceivedEvent {
-                    socket_tag: tag,
-                    socket,
-                    message,
-                };
-                handlers.call_message_received(&mut store, &event).await
-            }
-        }
     }
 }

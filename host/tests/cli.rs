@@ -165,3 +165,100 @@ fn runs_plain_wasi_commands() {
     let output = sockhost(&["run", sockhost_guests::WASI_COMMAND, "fail"]);
     assert_eq!(output.status.code(), Some(1), "{}", stderr(&output));
 }
+
+/// Starts `sockhost run` on a server guest and returns it with the port it printed.
+fn start_server(guest: &str, extra: &[&str]) -> (std::process::Child, u16) {
+    use std::io::BufRead;
+    let mut args = vec!["run", "--allow-bind", "*", "--shutdown-grace", "20"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&[guest, "0"]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sockhost"))
+        .args(&args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line
+        .trim()
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .expect("a port");
+    (child, port)
+}
+
+fn signal(child: &std::process::Child, name: &str) {
+    let status = Command::new("kill")
+        .args(["-s", name, &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// Waits (bounded) for the child to exit.
+fn exit_within(child: &mut std::process::Child, limit: std::time::Duration) -> Option<i32> {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    panic!("sockhost did not exit within {limit:?}");
+}
+
+fn echo_line(stream: &mut std::net::TcpStream, line: &str) -> String {
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(format!("{line}\n").as_bytes()).unwrap();
+    let mut received = Vec::new();
+    let mut buf = [0u8; 64];
+    while !received.ends_with(b"\n") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the echo");
+        received.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8(received).unwrap().trim_end().to_string()
+}
+
+/// SIGTERM stops accepting, lets the in-flight connection finish, then exits 0.
+#[test]
+fn sigterm_is_graceful() {
+    let (mut child, port) = start_server(sockhost_guests::TCP_ECHO_SERVER, &[]);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert_eq!(echo_line(&mut stream, "before"), "before");
+    signal(&child, "TERM");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(echo_line(&mut stream, "during shutdown"), "during shutdown");
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "still accepting"
+    );
+    drop(stream);
+    assert_eq!(
+        exit_within(&mut child, std::time::Duration::from_secs(20)),
+        Some(0)
+    );
+}
+
+/// A second signal stops at once, even with a connection still open.
+#[test]
+fn second_signal_stops_at_once() {
+    let (mut child, port) = start_server(sockhost_guests::TCP_ECHO_SERVER, &[]);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    assert_eq!(echo_line(&mut stream, "hello"), "hello");
+    signal(&child, "INT");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    signal(&child, "INT");
+    assert_eq!(
+        exit_within(&mut child, std::time::Duration::from_secs(5)),
+        Some(130)
+    );
+}

@@ -15,8 +15,8 @@ pub mod pki;
 
 pub use sockhost::resolve::Transport;
 pub use sockhost_guests::{
-    SOCKET_PROBE, TCP_ECHO_CLIENT, TCP_ECHO_SERVER, TLS_ECHO_CLIENT, TLS_ECHO_SERVER,
-    UDP_ECHO_CLIENT, UDP_ECHO_SERVER, WASI_COMMAND,
+    HANDLER_PROBE, SOCKET_PROBE, TCP_ECHO_CLIENT, TCP_ECHO_SERVER, TLS_ECHO_CLIENT,
+    TLS_ECHO_SERVER, UDP_ECHO_CLIENT, UDP_ECHO_SERVER, WASI_COMMAND,
 };
 
 /// The longest any guest run in a test may take.

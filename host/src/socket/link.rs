@@ -12,7 +12,8 @@ use rustls::pki_types::CertificateDer;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 use wasmtime_wasi_io::poll::Pollable;
 use wasmtime_wasi_io::streams::{InputStream, StreamError, StreamResult};
@@ -24,6 +25,15 @@ pub struct Link {
     tls: OnceLock<TlsSession>,
     /// How many `writev` calls were made: batching is only worth it if this stays small.
     writev_calls: AtomicU64,
+    /// When bytes last moved, in milliseconds since `EPOCH`: for the handlers' idle timeout.
+    last_activity: AtomicU64,
+}
+
+/// The origin of `last_activity` timestamps.
+static EPOCH: LazyLock<Instant> = LazyLock::new(Instant::now);
+
+fn now_ms() -> u64 {
+    EPOCH.elapsed().as_millis() as u64
 }
 
 /// A completed TLS handshake.
@@ -66,7 +76,9 @@ impl Write for TryWrite<'_> {
 
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.0.writev_calls.fetch_add(1, Ordering::Relaxed);
-        self.0.stream.try_write_vectored(bufs)
+        let written = self.0.stream.try_write_vectored(bufs)?;
+        self.0.touch();
+        Ok(written)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -82,7 +94,18 @@ impl Link {
             remote,
             tls: OnceLock::new(),
             writev_calls: AtomicU64::new(0),
+            last_activity: AtomicU64::new(now_ms()),
         }
+    }
+
+    /// Notes that bytes moved.
+    fn touch(&self) {
+        self.last_activity.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// How long since bytes last moved either way.
+    pub fn idle_for(&self) -> Duration {
+        Duration::from_millis(now_ms().saturating_sub(self.last_activity.load(Ordering::Relaxed)))
     }
 
     /// The socket.
@@ -317,6 +340,7 @@ impl TcpInput {
                     return Err(StreamError::Closed);
                 }
                 Ok(n) => {
+                    self.link.touch();
                     buf.truncate(n);
                     return Ok(buf.into());
                 }
@@ -383,7 +407,10 @@ impl InputStream for TcpInput {
                 self.closed = true;
                 Err(StreamError::Closed)
             }
-            Ok(_) => Ok(buf.freeze()),
+            Ok(_) => {
+                self.link.touch();
+                Ok(buf.freeze())
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Bytes::new()),
             Err(e) => Err(self.fail(&e)),
         }

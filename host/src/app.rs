@@ -1,0 +1,298 @@
+//! One app's life: `run` in its own instance, then each socket event in a fresh instance of
+//! the component (from the pre-instantiated `InstancePre`), many at a time, within limits:
+//!
+//! - at most `max_concurrent` handlers run at once; further events wait in the kernel's queues;
+//! - a handler that runs wasm for longer than `cpu_limit` in all is trapped (epoch
+//!   interruption: a tick every 10 ms, counted only while the guest executes);
+//! - a connection whose handler neither reads nor writes for `idle_timeout` is closed;
+//! - every guest yields its thread at each tick, so a busy handler cannot starve the others.
+//!
+//! Handler instances share nothing with `run`'s instance but the sockets the event carries:
+//! state a component wants in its handlers comes from its arguments, its environment, or the
+//! event's tag.
+
+use crate::bindings::{ServicePre, datagram_socket, stream_socket_listener};
+use crate::ctx::{AppId, PortRegistry, SocketEvent, SocketsCtx, SocketsView};
+use crate::policy::NetworkPolicy;
+use crate::runtime::{AppExit, HostState, Program, RunOptions};
+use crate::socket::datagram::DatagramSocket;
+use crate::socket::link::Link;
+use crate::tls::TlsConfig;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Engine, Store, UpdateDeadline};
+use wasmtime_wasi::p2::bindings::CommandPre;
+use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
+
+/// How often the engine's epoch advances.
+const TICK: Duration = Duration::from_millis(10);
+/// How many events may wait for a handler before delivery waits too.
+const EVENT_QUEUE: usize = 1024;
+
+/// Limits on the handler instances of an app.
+#[derive(Clone, Debug)]
+pub struct HandlerLimits {
+    /// How many handlers run at once (`--max-handlers`).
+    pub max_concurrent: usize,
+    /// How long a connection's handler may go without reading or writing (`--idle-timeout`);
+    /// for a datagram's handler, how long it may run at all.
+    pub idle_timeout: Duration,
+    /// How much time a handler may spend executing wasm (`--cpu-limit`).
+    pub cpu_limit: Duration,
+}
+
+impl Default for HandlerLimits {
+    fn default() -> Self {
+        Self {
+            max_concurrent: 1024,
+            idle_timeout: Duration::from_secs(300),
+            cpu_limit: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Advances the engine's epoch every tick while the engine lives.
+pub(crate) fn start_epoch_ticker(engine: &Engine) {
+    let engine = engine.weak();
+    std::thread::Builder::new()
+        .name("sockhost-epoch".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                drop(engine);
+                std::thread::sleep(TICK);
+            }
+        })
+        .expect("spawn the epoch thread");
+}
+
+/// Everything one app's task needs.
+pub(crate) struct App {
+    pub(crate) id: AppId,
+    pub(crate) program: Program,
+    pub(crate) options: RunOptions,
+    pub(crate) engine: Engine,
+    pub(crate) policy: Arc<NetworkPolicy>,
+    pub(crate) tls: Arc<TlsConfig>,
+    pub(crate) ports: Arc<PortRegistry>,
+    pub(crate) limits: HandlerLimits,
+}
+
+impl App {
+    /// A store for one instance; `cpu_limit` traps it after that much wasm execution.
+    fn store(
+        &self,
+        events: Option<mpsc::WeakSender<SocketEvent>>,
+        cpu_limit: Option<Duration>,
+    ) -> Store<HostState> {
+        let mut wasi = WasiCtxBuilder::new();
+        wasi.args(&[self.program.name.as_str()])
+            .args(&self.options.args);
+        match &self.options.stdout {
+            Some(pipe) => wasi.stdout(pipe.clone()),
+            None => wasi.inherit_stdout(),
+        };
+        match &self.options.stderr {
+            Some(pipe) => wasi.stderr(pipe.clone()),
+            None => wasi.inherit_stderr(),
+        };
+        if self.policy.inherit_network {
+            wasi.inherit_network().allow_ip_name_lookup(true);
+        }
+        let state = HostState {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            sockets: SocketsCtx::new(
+                self.id,
+                self.policy.clone(),
+                self.tls.clone(),
+                self.ports.clone(),
+                events,
+            ),
+        };
+        let mut store = Store::new(&self.engine, state);
+        // The callback runs at the first tick boundary the guest crosses while executing, so
+        // counting calls counts the ticks it spent running wasm (plus one per host call that
+        // spanned a boundary).
+        let allowed = cpu_limit.map(|limit| (limit.as_millis() / TICK.as_millis()).max(1) as u64);
+        let mut used = 0u64;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            used += 1;
+            if allowed.is_some_and(|allowed| used > allowed) {
+                wasmtime::bail!(
+                    "the handler ran wasm for longer than its CPU limit and was stopped"
+                );
+            }
+            Ok(UpdateDeadline::Yield(1))
+        });
+        store
+    }
+
+    /// Runs the app: `run`, then its events until no socket delivers any or a shutdown is
+    /// requested.
+    pub(crate) async fn run(
+        self,
+        mut shutdown: watch::Receiver<Option<Duration>>,
+    ) -> wasmtime::Result<AppExit> {
+        let (events, mut received) = mpsc::channel(EVENT_QUEUE);
+        let weak = self.program.handlers.as_ref().map(|_| events.downgrade());
+        let mut store = self.store(weak.clone(), None);
+        let outcome = match &self.program.handlers {
+            Some(service) => {
+                let instance = service.instantiate_async(&mut store).await?;
+                instance.wasi_cli_run().call_run(&mut store).await
+            }
+            None => {
+                let command = CommandPre::new(self.program.pre.clone())?
+                    .instantiate_async(&mut store)
+                    .await?;
+                command.wasi_cli_run().call_run(&mut store).await
+            }
+        };
+        let exit = match outcome {
+            Ok(Ok(())) => AppExit {
+                code: 0,
+                trap: None,
+            },
+            Ok(Err(())) => AppExit {
+                code: 1,
+                trap: None,
+            },
+            Err(e) => match e.downcast_ref::<I32Exit>() {
+                Some(I32Exit(code)) => AppExit {
+                    code: *code,
+                    trap: None,
+                },
+                None => AppExit {
+                    code: 1,
+                    trap: Some(format!("{e:?}")),
+                },
+            },
+        };
+        // Serve events while some socket of `run`'s store delivers them (a delivery task
+        // holds the only strong sender); the store stays alive so its sockets stay open.
+        drop(events);
+        let Some(service) = self
+            .program
+            .handlers
+            .clone()
+            .filter(|_| exit.code == 0 && exit.trap.is_none())
+        else {
+            return Ok(exit);
+        };
+        let limit = Arc::new(Semaphore::new(self.limits.max_concurrent.max(1)));
+        let app = Arc::new(self);
+        let mut handlers = JoinSet::new();
+        let grace = loop {
+            tokio::select! {
+                event = received.recv() => {
+                    let Some(event) = event else { break None };
+                    let Ok(permit) = limit.clone().acquire_owned().await else { break None };
+                    let (app, service, weak) = (app.clone(), service.clone(), weak.clone());
+                    handlers.spawn(async move {
+                        if let Err(e) = app.handle(&service, weak, event).await {
+                            tracing::warn!(app = app.id, error = %e, "handler failed; only its own event is lost");
+                        }
+                        drop(permit);
+                    });
+                }
+                Some(_) = handlers.join_next(), if !handlers.is_empty() => {}
+                Ok(()) = shutdown.changed() => {
+                    if let Some(grace) = *shutdown.borrow() {
+                        break Some(grace);
+                    }
+                }
+            }
+        };
+        // Stop accepting: closing `run`'s store closes its listeners and sockets.
+        drop(received);
+        drop(store);
+        let finish = async { while handlers.join_next().await.is_some() {} };
+        match grace {
+            Some(grace) => {
+                if tokio::time::timeout(grace, finish).await.is_err() {
+                    tracing::warn!(
+                        app = app.id,
+                        running = handlers.len(),
+                        "grace period over; stopping the handlers still running"
+                    );
+                    handlers.abort_all();
+                }
+            }
+            None => finish.await,
+        }
+        Ok(exit)
+    }
+
+    /// Runs one event's handler in a fresh instance, within the limits.
+    async fn handle(
+        &self,
+        service: &ServicePre<HostState>,
+        events: Option<mpsc::WeakSender<SocketEvent>>,
+        event: SocketEvent,
+    ) -> wasmtime::Result<()> {
+        let mut store = self.store(events, Some(self.limits.cpu_limit));
+        let link = match &event {
+            SocketEvent::ConnectionReceived { socket, .. } => {
+                socket.connection().map(|c| c.link.clone())
+            }
+            SocketEvent::MessageReceived { .. } => None,
+        };
+        let call = async {
+            let instance = service.instantiate_async(&mut store).await?;
+            let handlers = instance.sockhost_sockets_handlers();
+            match event {
+                SocketEvent::ConnectionReceived { tag, socket } => {
+                    let socket = store.data_mut().table.push(*socket)?;
+                    let event = stream_socket_listener::ConnectionReceivedEvent {
+                        listener_tag: tag,
+                        socket,
+                    };
+                    handlers.call_connection_received(&mut store, &event).await
+                }
+                SocketEvent::MessageReceived {
+                    tag,
+                    socket,
+                    message,
+                } => {
+                    let mut view = store.data_mut().sockets();
+                    let message = view.push_message(message)?;
+                    let socket = view.table.push(DatagramSocket::shared(socket))?;
+                    let event = datagram_socket::MessageReceivedEvent {
+                        socket_tag: tag,
+                        socket,
+                        message,
+                    };
+                    handlers.call_message_received(&mut store, &event).await
+                }
+            }
+        };
+        let idle = self.limits.idle_timeout;
+        match link {
+            Some(link) => tokio::select! {
+                result = call => result,
+                () = idle_watch(&link, idle) => Err(wasmtime::format_err!("the connection was idle for {idle:?} and was closed")),
+            },
+            None => tokio::time::timeout(idle, call).await.unwrap_or_else(|_| {
+                Err(wasmtime::format_err!(
+                    "the handler ran for {idle:?} and was stopped"
+                ))
+            }),
+        }
+    }
+}
+
+/// Returns once the link has seen no reads or writes for `limit`.
+async fn idle_watch(link: &Link, limit: Duration) {
+    loop {
+        let idle = link.idle_for();
+        if idle >= limit {
+            return;
+        }
+        tokio::time::sleep(limit - idle).await;
+    }
+}

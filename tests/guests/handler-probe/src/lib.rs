@@ -1,0 +1,91 @@
+//! `handler-probe [SERVICE]`: a test service whose `connection-received` handler reads lines
+//! and answers each: `trap` panics (a trap), `spin` loops forever (for the CPU deadline),
+//! `stall` stops reading (for the idle timeout), anything else is echoed. Datagrams are
+//! echoed by `message-received` on the same port number over UDP.
+
+#[allow(unsafe_code, reason = "wit-bindgen generated bindings")]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../../wit",
+        world: "sockhost:sockets/service",
+        with: {
+            "wasi:io/poll@0.2.12": sockhost_guest::wasi::io::poll,
+            "wasi:io/streams@0.2.12": sockhost_guest::wasi::io::streams,
+            "wasi:io/error@0.2.12": sockhost_guest::wasi::io::error,
+            "wasi:clocks/monotonic-clock@0.2.12": sockhost_guest::wasi::clocks::monotonic_clock,
+            "sockhost:sockets/types@0.1.0": sockhost_guest::types,
+            "sockhost:sockets/stream-socket@0.1.0": sockhost_guest::stream_socket,
+            "sockhost:sockets/stream-socket-listener@0.1.0": sockhost_guest::stream_socket_listener,
+            "sockhost:sockets/datagram-socket@0.1.0": sockhost_guest::datagram_socket,
+        },
+    });
+    use super::HandlerProbe;
+    export!(HandlerProbe);
+}
+
+use bindings::exports::sockhost::sockets::handlers::Guest as Handlers;
+use bindings::exports::wasi::cli::run::Guest as Run;
+use sockhost_guest::datagram_socket::{DatagramSocket, MessageReceivedEvent};
+use sockhost_guest::stream_socket_listener::{ConnectionReceivedEvent, StreamSocketListener};
+use sockhost_guest::types::SocketProtectionLevel;
+use sockhost_guest::wasi::clocks::monotonic_clock;
+use sockhost_guest::{describe, read_line, send_all};
+
+/// The component.
+struct HandlerProbe;
+
+impl Run for HandlerProbe {
+    fn run() -> Result<(), ()> {
+        let service = std::env::args().nth(1).unwrap_or_else(|| "0".to_string());
+        let listener = StreamSocketListener::new();
+        let udp = DatagramSocket::new();
+        let setup = listener
+            .bind_service_name(&service, SocketProtectionLevel::PlainSocket)
+            .and_then(|()| listener.enable_connection_received("tcp"))
+            .and_then(|()| udp.bind_service_name(&listener.local_port()))
+            .and_then(|()| udp.enable_message_received("udp"));
+        if let Err(e) = setup {
+            eprintln!("handler-probe: {}", describe(&e));
+            return Err(());
+        }
+        println!("handler-probe: listening on port {}", listener.local_port());
+        std::mem::forget(listener);
+        std::mem::forget(udp);
+        Ok(())
+    }
+}
+
+impl Handlers for HandlerProbe {
+    fn connection_received(event: ConnectionReceivedEvent) {
+        let socket = event.socket;
+        let (Ok(input), Ok(output)) = (socket.input_stream(), socket.output_stream()) else {
+            return;
+        };
+        let mut buffer = Vec::new();
+        while let Ok(Some(line)) = read_line(&input, &mut buffer) {
+            match line.as_str() {
+                "trap" => panic!("handler-probe was asked to trap"),
+                "spin" => {
+                    let mut n: u64 = 0;
+                    loop {
+                        n = std::hint::black_box(n.wrapping_add(1));
+                    }
+                }
+                // Waits without reading or writing: an idle connection.
+                "stall" => monotonic_clock::subscribe_duration(u64::MAX).block(),
+                _ => {
+                    if send_all(&output, format!("{line}\n").as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn message_received(event: MessageReceivedEvent) {
+        let message = event.message;
+        let _ = event
+            .socket
+            .send_to(&message.data, &message.remote_address, &message.remote_port);
+    }
+}
