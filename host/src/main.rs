@@ -212,8 +212,14 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut runtime = Runtime::new(args.network.policy())
         .map_err(anyhow::Error::from)?
         .with_tls(tls);
+    let most = sockhost::runtime::INSTANCE_SLOTS as usize - 64;
+    if args.max_handlers == 0 || args.max_handlers > most {
+        anyhow::bail!(
+            "--max-handlers must be between 1 and {most} (the instance pool's size less room for apps)"
+        );
+    }
     runtime.set_limits(HandlerLimits {
-        max_concurrent: args.max_handlers.max(1),
+        max_concurrent: args.max_handlers,
         idle_timeout: seconds(args.idle_timeout, "--idle-timeout")?,
         cpu_limit: seconds(args.cpu_limit, "--cpu-limit")?,
     });

@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
@@ -22,6 +22,11 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 const HANDLERS_EXPORT: &str = "sockhost:sockets/handlers@0.1.0";
 
 pub use crate::app::HandlerLimits;
+
+/// How many instances (running apps plus handlers) may exist at once.
+pub const INSTANCE_SLOTS: u32 = 2048;
+/// The most linear memory one guest instance may grow to.
+pub const MAX_GUEST_MEMORY: usize = 1 << 30;
 
 /// The data of every store: WASI's state, the resource table and the socket state.
 pub struct HostState {
@@ -113,6 +118,16 @@ impl Runtime {
         // Epochs let the host stop a handler that loops and make every guest yield its
         // thread regularly (see `crate::app`).
         config.epoch_interruption(true);
+        // Handler instances come and go with connections: the pooling allocator keeps their
+        // memories, tables and stacks in preallocated slots instead of mapping new ones.
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(INSTANCE_SLOTS)
+            .total_core_instances(INSTANCE_SLOTS * 4)
+            .total_memories(INSTANCE_SLOTS * 2)
+            .total_tables(INSTANCE_SLOTS * 4)
+            .total_stacks(INSTANCE_SLOTS)
+            .max_memory_size(MAX_GUEST_MEMORY);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&config)?;
         crate::app::start_epoch_ticker(&engine);
         let mut linker = Linker::new(&engine);
