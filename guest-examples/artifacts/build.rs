@@ -17,7 +17,12 @@ const EXAMPLES: &[&str] = &[
     "tls-echo-client",
 ];
 /// Guests that only the tests run.
-const TEST_GUESTS: &[&str] = &["socket-probe", "handler-probe", "wasi-command"];
+const TEST_GUESTS: &[&str] = &[
+    "socket-probe",
+    "handler-probe",
+    "broker-probe",
+    "wasi-command",
+];
 
 fn main() {
     let manifest_dir =

@@ -11,12 +11,16 @@
 //! state a component wants in its handlers comes from its arguments, its environment, or the
 //! event's tag.
 
-use crate::bindings::{ServicePre, datagram_socket, stream_socket_listener};
+use crate::bindings::{
+    ServicePre, datagram_socket, socket_activity as activity, stream_socket_listener,
+};
+use crate::broker::{Broker, BrokeredSocket};
 use crate::ctx::{AppId, PortRegistry, SocketEvent, SocketsCtx, SocketsView};
 use crate::policy::NetworkPolicy;
 use crate::runtime::{AppExit, HostState, Program, RunOptions};
 use crate::socket::datagram::DatagramSocket;
 use crate::socket::link::Link;
+use crate::socket::listener::StreamSocketListener;
 use crate::tls::TlsConfig;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,6 +83,8 @@ pub(crate) struct App {
     pub(crate) tls: Arc<TlsConfig>,
     pub(crate) ports: Arc<PortRegistry>,
     pub(crate) limits: HandlerLimits,
+    /// The app's brokered sockets, shared by all its instances.
+    pub(crate) broker: Arc<Broker>,
 }
 
 impl App {
@@ -110,6 +116,7 @@ impl App {
                 self.policy.clone(),
                 self.tls.clone(),
                 self.ports.clone(),
+                self.broker.clone(),
                 events,
             ),
         };
@@ -141,6 +148,12 @@ impl App {
         let (events, mut received) = mpsc::channel(EVENT_QUEUE);
         let weak = self.program.handlers.as_ref().map(|_| events.downgrade());
         let mut store = self.store(weak.clone(), None);
+        if let Err(e) = self.adopt_inherited(&store, &events) {
+            return Ok(AppExit {
+                code: 1,
+                trap: Some(e.to_string()),
+            });
+        }
         let outcome = match &self.program.handlers {
             Some(service) => {
                 let instance = service.instantiate_async(&mut store).await?;
@@ -228,6 +241,36 @@ impl App {
         Ok(exit)
     }
 
+    /// Puts the listeners inherited through socket activation into the broker.
+    fn adopt_inherited(
+        &self,
+        store: &Store<HostState>,
+        events: &mpsc::Sender<SocketEvent>,
+    ) -> wasmtime::Result<()> {
+        if self.options.inherited_listeners.is_empty() {
+            return Ok(());
+        }
+        if self.program.handlers.is_none() {
+            wasmtime::bail!(
+                "inherited listening sockets need a component that exports sockhost:sockets/handlers"
+            );
+        }
+        let ctx = &store.data().sockets;
+        let failed = |id: &str, why: String| wasmtime::format_err!("inherited socket {id}: {why}");
+        for (id, listener) in &self.options.inherited_listeners {
+            let listener = listener
+                .try_clone()
+                .map_err(|e| failed(id, e.to_string()))?;
+            let listener = StreamSocketListener::inherited(ctx, listener)
+                .map_err(|e| failed(id, format!("{:?}", e.message)))?;
+            let socket = BrokeredSocket::Listener(Box::new(listener));
+            ctx.broker()
+                .transfer(id.clone(), Vec::new(), socket, events.clone())
+                .map_err(|e| failed(id, format!("{:?}", e.message)))?;
+        }
+        Ok(())
+    }
+
     /// Runs one event's handler in a fresh instance, within the limits.
     async fn handle(
         &self,
@@ -240,7 +283,7 @@ impl App {
             SocketEvent::ConnectionReceived { socket, .. } => {
                 socket.connection().map(|c| c.link.clone())
             }
-            SocketEvent::MessageReceived { .. } => None,
+            SocketEvent::MessageReceived { .. } | SocketEvent::SocketActivity { .. } => None,
         };
         let call = async {
             let instance = service.instantiate_async(&mut store).await?;
@@ -253,6 +296,35 @@ impl App {
                         socket,
                     };
                     handlers.call_connection_received(&mut store, &event).await
+                }
+                SocketEvent::SocketActivity {
+                    reason,
+                    id,
+                    context,
+                    socket,
+                    accepted,
+                } => {
+                    let table = &mut store.data_mut().table;
+                    let socket = match socket {
+                        BrokeredSocket::Listener(l) => {
+                            activity::BrokeredSocket::StreamSocketListener(table.push(*l)?)
+                        }
+                        BrokeredSocket::Datagram(d) => {
+                            activity::BrokeredSocket::DatagramSocket(table.push(*d)?)
+                        }
+                        BrokeredSocket::Stream(s) => {
+                            activity::BrokeredSocket::StreamSocket(table.push(*s)?)
+                        }
+                    };
+                    let accepted = accepted.map(|s| table.push(*s)).transpose()?;
+                    let event = activity::SocketActivityEvent {
+                        reason,
+                        id,
+                        context,
+                        socket,
+                        accepted,
+                    };
+                    handlers.call_socket_activity(&mut store, &event).await
                 }
                 SocketEvent::MessageReceived {
                     tag,

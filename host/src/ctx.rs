@@ -3,6 +3,7 @@
 //! the app's handler instances.
 
 use crate::bindings::types::{SocketError, SocketErrorStatus};
+use crate::broker::Broker;
 use crate::conv::error;
 use crate::policy::NetworkPolicy;
 use crate::resolve::Transport;
@@ -27,6 +28,19 @@ pub enum SocketEvent {
         /// The accepted, connected socket (boxed: it is much larger than the other event).
         socket: Box<StreamSocket>,
     },
+    /// Something happened on a brokered socket (`SocketActivityTrigger`).
+    SocketActivity {
+        /// Why.
+        reason: crate::bindings::socket_activity::SocketActivityTriggerReason,
+        /// The id it was transferred under.
+        id: String,
+        /// The context it was transferred with.
+        context: Vec<u8>,
+        /// The socket, going back to the app.
+        socket: crate::broker::BrokeredSocket,
+        /// For a listener: the connection it accepted.
+        accepted: Option<Box<StreamSocket>>,
+    },
     /// A datagram socket received a datagram (`MessageReceived`).
     MessageReceived {
         /// The tag of the socket.
@@ -44,6 +58,8 @@ pub struct SocketsCtx {
     policy: Arc<NetworkPolicy>,
     tls: Arc<TlsConfig>,
     ports: Arc<PortRegistry>,
+    /// The app's brokered sockets, shared by all its instances.
+    broker: Arc<Broker>,
     /// Where events go; `None` when the component exports no handlers. Weak, so that the app
     /// stops serving once no socket delivers events any more.
     events: Option<mpsc::WeakSender<SocketEvent>>,
@@ -56,6 +72,7 @@ impl SocketsCtx {
         policy: Arc<NetworkPolicy>,
         tls: Arc<TlsConfig>,
         ports: Arc<PortRegistry>,
+        broker: Arc<Broker>,
         events: Option<mpsc::WeakSender<SocketEvent>>,
     ) -> Self {
         Self {
@@ -63,6 +80,7 @@ impl SocketsCtx {
             policy,
             tls,
             ports,
+            broker,
             events,
         }
     }
@@ -80,6 +98,11 @@ impl SocketsCtx {
     /// The app this instance belongs to.
     pub fn app(&self) -> AppId {
         self.app
+    }
+
+    /// The app's socket broker.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
     }
 
     /// The registry of bound ports.

@@ -74,6 +74,7 @@ pub async fn run() -> anyhow::Result<ExitCode> {
                 args: vec!["localhost".into(), port.to_string(), message.into()],
                 stdout: Some(client_out.clone()),
                 stderr: Some(client_err.clone()),
+                ..RunOptions::default()
             },
         );
         let exit = tokio::time::timeout(EXCHANGE_TIMEOUT, client_app.wait())

@@ -32,6 +32,7 @@
 
 mod app;
 pub mod bindings;
+pub mod broker;
 pub mod conv;
 pub mod ctx;
 mod host_impl;
@@ -44,6 +45,7 @@ mod sys;
 pub mod tls;
 
 pub use ctx::{SocketsCtx, SocketsCtxView, SocketsView};
+pub use sys::inherited_listeners;
 
 use wasmtime::component::{HasData, Linker};
 
@@ -61,5 +63,6 @@ pub fn add_to_linker<T: SocketsView + 'static>(linker: &mut Linker<T>) -> wasmti
     bindings::stream_socket::add_to_linker::<T, HasSockets>(linker, T::sockets)?;
     bindings::stream_socket_listener::add_to_linker::<T, HasSockets>(linker, T::sockets)?;
     bindings::datagram_socket::add_to_linker::<T, HasSockets>(linker, T::sockets)?;
+    bindings::socket_activity::add_to_linker::<T, HasSockets>(linker, T::sockets)?;
     Ok(())
 }

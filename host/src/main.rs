@@ -9,6 +9,7 @@ use sockhost::runtime::{HandlerLimits, RunOptions, Runtime};
 use sockhost::tls::TlsConfig;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Runs WebAssembly components with UWP-style sockets (StreamSocket, StreamSocketListener,
@@ -35,6 +36,10 @@ struct RunArgs {
     network: NetworkArgs,
     #[command(flatten)]
     tls: TlsArgs,
+    /// Take the listening sockets of systemd-style socket activation (LISTEN_FDS, named by
+    /// LISTEN_FDNAMES) into the component's broker; automatic when LISTEN_PID is this process.
+    #[arg(long)]
+    listen_fds: bool,
     /// How many connection-received / message-received handlers may run at once.
     #[arg(long, value_name = "N", default_value_t = 1024)]
     max_handlers: usize,
@@ -180,6 +185,20 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Inherited sockets are taken before anything else in the process opens a descriptor.
+    let inherited = match &cli.command {
+        Command::Run(args) => match sockhost::inherited_listeners(args.listen_fds) {
+            Ok(listeners) => listeners
+                .into_iter()
+                .map(|(name, l)| (name, Arc::new(l)))
+                .collect(),
+            Err(e) => {
+                eprintln!("sockhost: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        Command::Demo => Vec::new(),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -189,7 +208,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(*args).await,
+            Command::Run(args) => run(*args, inherited).await,
             Command::Demo => demo::run().await,
         }
     });
@@ -207,7 +226,10 @@ fn one_line(message: &str) -> String {
     message.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+async fn run(
+    args: RunArgs,
+    inherited: Vec<(String, Arc<std::net::TcpListener>)>,
+) -> anyhow::Result<ExitCode> {
     let tls = args.tls.config()?;
     let mut runtime = Runtime::new(args.network.policy())
         .map_err(anyhow::Error::from)?
@@ -227,7 +249,9 @@ async fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let program = runtime
         .load_file(&args.component)
         .map_err(anyhow::Error::from)?;
-    let app = runtime.start(&program, RunOptions::new(args.args));
+    let mut options = RunOptions::new(args.args);
+    options.inherited_listeners = inherited;
+    let app = runtime.start(&program, options);
     let shutdown = app.shutdown_handle();
     let mut signals = Signals::new()?;
     let wait = app.wait();

@@ -88,6 +88,9 @@ pub struct RunOptions {
     pub stdout: Option<MemoryOutputPipe>,
     /// Captures standard error instead of inheriting it.
     pub stderr: Option<MemoryOutputPipe>,
+    /// Listening sockets handed over by the process that started the host (systemd socket
+    /// activation), by name; they start in the app's broker.
+    pub inherited_listeners: Vec<(String, Arc<std::net::TcpListener>)>,
 }
 
 impl RunOptions {
@@ -222,6 +225,7 @@ impl Runtime {
             tls: self.tls.clone(),
             ports: self.ports.clone(),
             limits: self.limits.clone(),
+            broker: Arc::default(),
         };
         let (shutdown, requested) = watch::channel(None);
         RunningApp {

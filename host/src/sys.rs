@@ -62,3 +62,59 @@ pub fn set_dont_fragment(fd: BorrowedFd<'_>, ipv6: bool, on: bool) -> io::Result
     }
     Ok(())
 }
+
+/// The listening sockets handed over by systemd-style socket activation: `LISTEN_FDS`
+/// descriptors from fd 3 on, named by `LISTEN_FDNAMES` (else `fd3`, `fd4`, …). They are
+/// taken when `LISTEN_PID` names this process, or when `force` (`--listen-fds`) and
+/// `LISTEN_PID` is unset. (Guests never see the host's environment, so the variables stay.)
+pub fn inherited_listeners(force: bool) -> io::Result<Vec<(String, std::net::TcpListener)>> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
+    let Ok(count) = std::env::var("LISTEN_FDS") else {
+        return match force {
+            true => Err(invalid("--listen-fds: LISTEN_FDS is not set".into())),
+            false => Ok(Vec::new()),
+        };
+    };
+    match std::env::var("LISTEN_PID") {
+        Ok(pid) if pid != std::process::id().to_string() => {
+            return match force {
+                true => Err(invalid(format!(
+                    "--listen-fds: LISTEN_PID is {pid}, not this process"
+                ))),
+                false => Ok(Vec::new()),
+            };
+        }
+        Err(_) if !force => return Ok(Vec::new()),
+        _ => {}
+    }
+    let count: i32 = count
+        .parse()
+        .map_err(|_| invalid(format!("LISTEN_FDS={count:?} is not a number")))?;
+    let names: Vec<String> = std::env::var("LISTEN_FDNAMES")
+        .map(|n| n.split(':').map(String::from).collect())
+        .unwrap_or_default();
+    let mut listeners = Vec::new();
+    for index in 0..count.clamp(0, 1024) {
+        let fd = 3 + index;
+        // SAFETY: only borrowed for the check; the fd is not closed meanwhile.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+        let check = socket2::SockRef::from(&borrowed);
+        if !check.is_listener().unwrap_or(false)
+            || check.r#type().ok() != Some(socket2::Type::STREAM)
+        {
+            return Err(invalid(format!(
+                "inherited fd {fd} is not a listening TCP socket"
+            )));
+        }
+        // SAFETY: the socket-activation protocol hands this process fds 3..3+LISTEN_FDS, and
+        // this one is an open listening socket; it is taken once, here, and owned from then on.
+        let socket = socket2::Socket::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let name = names
+            .get(index as usize)
+            .cloned()
+            .unwrap_or_else(|| format!("fd{fd}"));
+        listeners.push((name, std::net::TcpListener::from(socket)));
+    }
+    Ok(listeners)
+}

@@ -262,3 +262,43 @@ fn second_signal_stops_at_once() {
         Some(130)
     );
 }
+
+/// Socket activation: a listening socket handed over at fd 3 (LISTEN_FDS) reaches the
+/// component through the broker, named by LISTEN_FDNAMES.
+#[test]
+#[allow(unsafe_code, reason = "dup2 in the child before exec, as systemd does")]
+fn socket_activation_with_an_inherited_listener() {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let fd = listener.as_raw_fd();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sockhost"));
+    command
+        .args(["run", "--listen-fds", sockhost_guests::BROKER_PROBE])
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "web")
+        .env_remove("LISTEN_PID")
+        .stdout(std::process::Stdio::null());
+    // SAFETY: dup2 is async-signal-safe; it puts the listener at fd 3 without CLOEXEC.
+    unsafe {
+        command.pre_exec(move || {
+            // At fd 3 already, dup2 would do nothing and leave close-on-exec set.
+            let rc = match fd {
+                3 => libc::fcntl(3, libc::F_SETFD, 0),
+                _ => libc::dup2(fd, 3),
+            };
+            match rc {
+                -1 => Err(std::io::Error::last_os_error()),
+                _ => Ok(()),
+            }
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    drop(listener);
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let line = echo_line(&mut stream, "activated");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(line, "connection-accepted:web::activated:0");
+}

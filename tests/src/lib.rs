@@ -15,7 +15,7 @@ pub mod pki;
 
 pub use sockhost::resolve::Transport;
 pub use sockhost_guests::{
-    HANDLER_PROBE, SOCKET_PROBE, TCP_ECHO_CLIENT, TCP_ECHO_SERVER, TLS_ECHO_CLIENT,
+    BROKER_PROBE, HANDLER_PROBE, SOCKET_PROBE, TCP_ECHO_CLIENT, TCP_ECHO_SERVER, TLS_ECHO_CLIENT,
     TLS_ECHO_SERVER, UDP_ECHO_CLIENT, UDP_ECHO_SERVER, WASI_COMMAND,
 };
 
@@ -132,6 +132,7 @@ pub fn start(runtime: &Runtime, guest: &str, args: &[&str]) -> Started {
         args: args.iter().map(|a| a.to_string()).collect(),
         stdout: Some(stdout.clone()),
         stderr: Some(stderr.clone()),
+        ..RunOptions::default()
     };
     let app = runtime.start(&program(runtime, guest), options);
     Started {

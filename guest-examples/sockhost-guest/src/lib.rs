@@ -15,7 +15,7 @@ mod bindings {
 }
 
 pub use bindings::sockhost::sockets::{
-    datagram_socket, stream_socket, stream_socket_listener, types,
+    datagram_socket, socket_activity, stream_socket, stream_socket_listener, types,
 };
 pub use bindings::wasi;
 

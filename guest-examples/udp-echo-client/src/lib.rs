@@ -18,6 +18,7 @@ mod bindings {
             "sockhost:sockets/stream-socket@0.1.0": sockhost_guest::stream_socket,
             "sockhost:sockets/stream-socket-listener@0.1.0": sockhost_guest::stream_socket_listener,
             "sockhost:sockets/datagram-socket@0.1.0": sockhost_guest::datagram_socket,
+            "sockhost:sockets/socket-activity@0.1.0": sockhost_guest::socket_activity,
         },
     });
     use super::UdpEchoClient;

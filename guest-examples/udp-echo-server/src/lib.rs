@@ -18,6 +18,7 @@ mod bindings {
             "sockhost:sockets/stream-socket@0.1.0": sockhost_guest::stream_socket,
             "sockhost:sockets/stream-socket-listener@0.1.0": sockhost_guest::stream_socket_listener,
             "sockhost:sockets/datagram-socket@0.1.0": sockhost_guest::datagram_socket,
+            "sockhost:sockets/socket-activity@0.1.0": sockhost_guest::socket_activity,
         },
     });
     use super::UdpEchoServer;
@@ -27,6 +28,7 @@ mod bindings {
 use bindings::exports::sockhost::sockets::handlers::Guest as Handlers;
 use bindings::exports::wasi::cli::run::Guest as Run;
 use sockhost_guest::datagram_socket::{DatagramSocket, MessageReceivedEvent};
+use sockhost_guest::socket_activity::SocketActivityEvent;
 use sockhost_guest::stream_socket_listener::ConnectionReceivedEvent;
 use sockhost_guest::{describe, send_all};
 
@@ -91,4 +93,6 @@ impl Handlers for UdpEchoServer {
     }
 
     fn connection_received(_event: ConnectionReceivedEvent) {}
+
+    fn socket_activity(_event: SocketActivityEvent) {}
 }

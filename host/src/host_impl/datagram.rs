@@ -3,6 +3,7 @@
 use super::ok;
 use crate::bindings::datagram_socket::{self, DatagramMessage, HostDatagramSocket};
 use crate::bindings::types::{EndpointPair, SocketQualityOfService};
+use crate::broker::BrokeredSocket;
 use crate::conv::{SocketResult, port_string};
 use crate::ctx::SocketsCtxView;
 use crate::host_name::HostName;
@@ -187,6 +188,29 @@ impl HostDatagramSocket for SocketsCtxView<'_> {
 
     async fn cancel_io(&mut self, this: Resource<DatagramSocket>) -> SocketResult<()> {
         ok(self.table.get_mut(&this)?.cancel_io().await)
+    }
+
+    fn enable_transfer_ownership(&mut self, this: Resource<DatagramSocket>) -> SocketResult<()> {
+        if let Err(e) = self.ctx.event_sender() {
+            return ok(Err(e));
+        }
+        self.table.get_mut(&this)?.enable_transfer();
+        Ok(Ok(()))
+    }
+
+    fn transfer_ownership(
+        &mut self,
+        this: Resource<DatagramSocket>,
+        socket_id: String,
+        context: Vec<u8>,
+    ) -> SocketResult<()> {
+        self.transfer(socket_id, context, |view| {
+            Ok(view
+                .table
+                .get_mut(&this)?
+                .take_for_transfer()
+                .map(|d| BrokeredSocket::Datagram(Box::new(d))))
+        })
     }
 
     fn close(&mut self, this: Resource<DatagramSocket>) -> wasmtime::Result<()> {

@@ -3,6 +3,7 @@
 use super::ok;
 use crate::bindings::stream_socket_listener::{self, HostStreamSocketListener};
 use crate::bindings::types::{SocketProtectionLevel, SocketQualityOfService};
+use crate::broker::BrokeredSocket;
 use crate::conv::{SocketResult, invalid_argument};
 use crate::ctx::SocketsCtxView;
 use crate::host_name::HostName;
@@ -80,8 +81,34 @@ impl HostStreamSocketListener for SocketsCtxView<'_> {
     }
 
     fn cancel_io(&mut self, this: Resource<StreamSocketListener>) -> SocketResult<()> {
-        self.table.get_mut(&this)?.close();
+        self.table.get_mut(&this)?.cancel_io();
         Ok(Ok(()))
+    }
+
+    fn enable_transfer_ownership(
+        &mut self,
+        this: Resource<StreamSocketListener>,
+    ) -> SocketResult<()> {
+        if let Err(e) = self.ctx.event_sender() {
+            return ok(Err(e));
+        }
+        self.table.get_mut(&this)?.enable_transfer();
+        Ok(Ok(()))
+    }
+
+    fn transfer_ownership(
+        &mut self,
+        this: Resource<StreamSocketListener>,
+        socket_id: String,
+        context: Vec<u8>,
+    ) -> SocketResult<()> {
+        self.transfer(socket_id, context, |view| {
+            Ok(view
+                .table
+                .get_mut(&this)?
+                .take_for_transfer()
+                .map(|l| BrokeredSocket::Listener(Box::new(l))))
+        })
     }
 
     fn close(&mut self, this: Resource<StreamSocketListener>) -> wasmtime::Result<()> {

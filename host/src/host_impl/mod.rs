@@ -2,6 +2,7 @@
 
 mod datagram;
 mod listener;
+mod socket_activity;
 mod stream_socket;
 mod types;
 

@@ -6,6 +6,7 @@ use crate::bindings::types::{
     Certificate, ChainValidationResult, EndpointPair, RoundTripTimeStatistics,
     SocketProtectionLevel, SocketQualityOfService, SocketSslErrorSeverity,
 };
+use crate::broker::BrokeredSocket;
 use crate::conv::{SocketResult, invalid_argument, io_error, port_string};
 use crate::ctx::SocketsCtxView;
 use crate::host_name::HostName;
@@ -331,6 +332,29 @@ impl HostStreamSocket for SocketsCtxView<'_> {
             .socket(&this)?
             .tls_session()
             .and_then(|t| t.alpn.clone()))
+    }
+
+    fn enable_transfer_ownership(&mut self, this: Resource<StreamSocket>) -> SocketResult<()> {
+        if let Err(e) = self.ctx.event_sender() {
+            return ok(Err(e));
+        }
+        self.table.get_mut(&this)?.enable_transfer();
+        Ok(Ok(()))
+    }
+
+    fn transfer_ownership(
+        &mut self,
+        this: Resource<StreamSocket>,
+        socket_id: String,
+        context: Vec<u8>,
+    ) -> SocketResult<()> {
+        self.transfer(socket_id, context, |view| {
+            Ok(view
+                .table
+                .get_mut(&this)?
+                .take_for_transfer()
+                .map(|s| BrokeredSocket::Stream(Box::new(s))))
+        })
     }
 
     fn no_delay(&mut self, this: Resource<StreamSocket>) -> wasmtime::Result<bool> {

@@ -125,6 +125,8 @@ pub struct DatagramSocket {
     state: DatagramState,
     /// Reused for every `receive`, so a datagram costs no 64 KiB allocation.
     receive_buffer: Vec<u8>,
+    /// `EnableTransferOwnership` was called.
+    transfer_enabled: bool,
 }
 
 impl Default for DatagramSocket {
@@ -133,6 +135,7 @@ impl Default for DatagramSocket {
             control: DatagramControl::default(),
             state: DatagramState::Unbound,
             receive_buffer: Vec::new(),
+            transfer_enabled: false,
         }
     }
 }
@@ -149,6 +152,7 @@ impl DatagramSocket {
                 delivery: None,
             }),
             receive_buffer: Vec::new(),
+            transfer_enabled: false,
         }
     }
 
@@ -397,6 +401,40 @@ impl DatagramSocket {
             }
         }));
         Ok(())
+    }
+
+    /// Allows `transfer-ownership`.
+    pub fn enable_transfer(&mut self) {
+        self.transfer_enabled = true;
+    }
+
+    /// Moves the socket out for the broker, leaving a closed one behind.
+    pub fn take_for_transfer(&mut self) -> Result<Self, SocketError> {
+        if !self.transfer_enabled {
+            return Err(invalid_operation(
+                "call enable-transfer-ownership before transfer-ownership",
+            ));
+        }
+        let bound = self.bound()?;
+        if bound.delivery.is_some() {
+            return Err(invalid_operation(
+                "the socket delivers to the message-received handler; call cancel-io first",
+            ));
+        }
+        let closed = Self {
+            state: DatagramState::Closed,
+            ..Self::default()
+        };
+        Ok(std::mem::replace(self, closed))
+    }
+
+    /// Waits until a datagram (or an error) can be received, without receiving it.
+    pub async fn readable(&self) {
+        if let DatagramState::Bound(b) = &self.state {
+            let _ = b.shared.socket.readable().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Joins a multicast group on all interfaces.

@@ -45,6 +45,8 @@ pub struct StreamSocketListener {
     control: StreamControl,
     tls: ServerTls,
     state: ListenerState,
+    /// `EnableTransferOwnership` was called.
+    transfer_enabled: bool,
 }
 
 /// A listener's TLS settings (beyond UWP).
@@ -62,6 +64,7 @@ impl Default for StreamSocketListener {
             control: StreamControl::default(),
             tls: ServerTls::default(),
             state: ListenerState::Unbound,
+            transfer_enabled: false,
         }
     }
 }
@@ -216,6 +219,61 @@ impl StreamSocketListener {
     /// Stops accepting and closes the listening socket.
     pub fn close(&mut self) {
         self.state = ListenerState::Closed;
+    }
+
+    /// Stops delivering connections to the handler and forgets a connection accepted for
+    /// `subscribe`; the listener keeps listening (so it can be transferred).
+    pub fn cancel_io(&mut self) {
+        if let ListenerState::Listening(l) = &mut self.state {
+            l.delivery = None;
+            l.pending = None;
+        }
+    }
+
+    /// Allows `transfer-ownership`.
+    pub fn enable_transfer(&mut self) {
+        self.transfer_enabled = true;
+    }
+
+    /// Moves the listener out for the broker, leaving a closed one behind.
+    pub fn take_for_transfer(&mut self) -> Result<Self, SocketError> {
+        if !self.transfer_enabled {
+            return Err(invalid_operation(
+                "call enable-transfer-ownership before transfer-ownership",
+            ));
+        }
+        self.listening()?;
+        let closed = Self {
+            state: ListenerState::Closed,
+            ..Self::default()
+        };
+        Ok(std::mem::replace(self, closed))
+    }
+
+    /// A listener on a socket inherited from the process that started the host (socket
+    /// activation); it may be transferred back to the broker.
+    pub fn inherited(
+        ctx: &SocketsCtx,
+        listener: std::net::TcpListener,
+    ) -> Result<Self, SocketError> {
+        let doing = "use an inherited listening socket";
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| io_error(&e, doing))?;
+        let local = crate::conv::canonical(listener.local_addr().map_err(|e| io_error(&e, doing))?);
+        let listener = TcpListener::from_std(listener).map_err(|e| io_error(&e, doing))?;
+        Ok(Self {
+            state: ListenerState::Listening(Listening {
+                listener: Arc::new(listener),
+                local,
+                pending: None,
+                delivery: None,
+                server_config: None,
+                _port: ctx.ports().register(ctx.app(), Transport::Tcp, local),
+            }),
+            transfer_enabled: true,
+            ..Self::default()
+        })
     }
 
     /// The local port; empty before bind.

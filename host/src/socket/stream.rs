@@ -115,6 +115,8 @@ pub struct StreamSocket {
     tls: ClientTls,
     /// Accepted by a listener: such sockets cannot `upgrade-to-ssl`.
     accepted: bool,
+    /// `EnableTransferOwnership` was called.
+    transfer_enabled: bool,
     state: StreamState,
     remote_host_name: Option<HostName>,
     remote_service_name: String,
@@ -126,6 +128,7 @@ impl Default for StreamSocket {
             control: StreamControl::default(),
             tls: ClientTls::default(),
             accepted: false,
+            transfer_enabled: false,
             state: StreamState::Unconnected,
             remote_host_name: None,
             remote_service_name: String::new(),
@@ -140,6 +143,7 @@ impl StreamSocket {
             control,
             tls: ClientTls::default(),
             accepted: true,
+            transfer_enabled: false,
             state: StreamState::Connected(connection),
             remote_host_name: None,
             remote_service_name: String::new(),
@@ -182,6 +186,45 @@ impl StreamSocket {
         }
         change(&mut self.tls);
         Ok(())
+    }
+
+    /// Allows `transfer-ownership`.
+    pub fn enable_transfer(&mut self) {
+        self.transfer_enabled = true;
+    }
+
+    /// Moves the socket out for the broker, leaving an unusable one behind.
+    pub fn take_for_transfer(&mut self) -> Result<Self, SocketError> {
+        if !self.transfer_enabled {
+            return Err(invalid_operation(
+                "call enable-transfer-ownership before transfer-ownership",
+            ));
+        }
+        let connection = self.require_connection()?;
+        if connection.writer.has_pending() {
+            return Err(invalid_operation(
+                "the socket has unsent writes; call cancel-io first",
+            ));
+        }
+        let left = Self {
+            state: StreamState::ConnectCalled,
+            ..Self::default()
+        };
+        Ok(std::mem::replace(self, left))
+    }
+
+    /// Waits until data or the end of the stream arrives; true if the peer closed.
+    pub async fn peer_closed(&self) -> bool {
+        let Some(connection) = self.connection() else {
+            return true;
+        };
+        let stream = connection.link.stream();
+        if connection.link.tls().is_some() {
+            let _ = stream.readable().await;
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        matches!(stream.peek(&mut byte).await, Ok(0) | Err(_))
     }
 
     /// The connection to secure with `upgrade-to-ssl`, if the socket may be upgraded.

@@ -117,6 +117,12 @@ impl<S: Sink> BatchWriter<S> {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Whether writes are queued or being sent.
+    pub fn has_pending(&self) -> bool {
+        let state = self.lock();
+        state.queue.len > 0 || state.flushing
+    }
+
     /// Starts sending everything queued; returns at once.
     pub fn start_flush(&self) {
         let mut state = self.lock();

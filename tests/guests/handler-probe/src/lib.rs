@@ -17,6 +17,7 @@ mod bindings {
             "sockhost:sockets/stream-socket@0.1.0": sockhost_guest::stream_socket,
             "sockhost:sockets/stream-socket-listener@0.1.0": sockhost_guest::stream_socket_listener,
             "sockhost:sockets/datagram-socket@0.1.0": sockhost_guest::datagram_socket,
+            "sockhost:sockets/socket-activity@0.1.0": sockhost_guest::socket_activity,
         },
     });
     use super::HandlerProbe;
@@ -26,6 +27,7 @@ mod bindings {
 use bindings::exports::sockhost::sockets::handlers::Guest as Handlers;
 use bindings::exports::wasi::cli::run::Guest as Run;
 use sockhost_guest::datagram_socket::{DatagramSocket, MessageReceivedEvent};
+use sockhost_guest::socket_activity::SocketActivityEvent;
 use sockhost_guest::stream_socket_listener::{ConnectionReceivedEvent, StreamSocketListener};
 use sockhost_guest::types::SocketProtectionLevel;
 use sockhost_guest::wasi::clocks::monotonic_clock;
@@ -88,4 +90,6 @@ impl Handlers for HandlerProbe {
             .socket
             .send_to(&message.data, &message.remote_address, &message.remote_port);
     }
+
+    fn socket_activity(_event: SocketActivityEvent) {}
 }

@@ -16,6 +16,7 @@ mod bindings {
             "sockhost:sockets/stream-socket@0.1.0": sockhost_guest::stream_socket,
             "sockhost:sockets/stream-socket-listener@0.1.0": sockhost_guest::stream_socket_listener,
             "sockhost:sockets/datagram-socket@0.1.0": sockhost_guest::datagram_socket,
+            "sockhost:sockets/socket-activity@0.1.0": sockhost_guest::socket_activity,
         },
     });
     use super::SocketProbe;
@@ -63,6 +64,10 @@ impl Run for SocketProbe {
             "stream-udp" => stream_udp(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
             "udp-info" => udp_info(arg(1), arg(2)),
             "share-udp" => share_udp(),
+            "transfer-listener" => {
+                let listener = StreamSocketListener::new();
+                listener.enable_transfer_ownership()
+            }
             "status" => {
                 println!(
                     "status={}",

@@ -1,0 +1,120 @@
+//! `broker-probe [SERVICE]`: a test service that binds a listener and a datagram socket on one
+//! port, transfers both to the host's broker and returns, so no instance of it runs. On
+//! activation, `socket-activity` answers the connection (a line back, prefixed with the
+//! socket's id and context) or the waiting datagram, then transfers the socket back.
+//! With no SERVICE, it only serves what the broker already holds (socket activation).
+
+#[allow(unsafe_code, reason = "wit-bindgen generated bindings")]
+mod bindings {
+    wit_bindgen::generate!({
+        path: "../../../wit",
+        world: "sockhost:sockets/service",
+        with: {
+            "wasi:io/poll@0.2.12": sockhost_guest::wasi::io::poll,
+            "wasi:io/streams@0.2.12": sockhost_guest::wasi::io::streams,
+            "wasi:io/error@0.2.12": sockhost_guest::wasi::io::error,
+            "wasi:clocks/monotonic-clock@0.2.12": sockhost_guest::wasi::clocks::monotonic_clock,
+            "sockhost:sockets/types@0.1.0": sockhost_guest::types,
+            "sockhost:sockets/stream-socket@0.1.0": sockhost_guest::stream_socket,
+            "sockhost:sockets/stream-socket-listener@0.1.0": sockhost_guest::stream_socket_listener,
+            "sockhost:sockets/datagram-socket@0.1.0": sockhost_guest::datagram_socket,
+            "sockhost:sockets/socket-activity@0.1.0": sockhost_guest::socket_activity,
+        },
+    });
+    use super::BrokerProbe;
+    export!(BrokerProbe);
+}
+
+use bindings::exports::sockhost::sockets::handlers::Guest as Handlers;
+use bindings::exports::wasi::cli::run::Guest as Run;
+use sockhost_guest::datagram_socket::{DatagramSocket, MessageReceivedEvent};
+use sockhost_guest::socket_activity::{self, BrokeredSocket, SocketActivityEvent};
+use sockhost_guest::stream_socket_listener::{ConnectionReceivedEvent, StreamSocketListener};
+use sockhost_guest::types::SocketProtectionLevel;
+use sockhost_guest::{describe, kebab_name, read_line, send_all};
+
+/// The component.
+struct BrokerProbe;
+
+impl Run for BrokerProbe {
+    fn run() -> Result<(), ()> {
+        let brokered = socket_activity::all_sockets();
+        println!(
+            "brokered-at-start={}",
+            brokered
+                .iter()
+                .map(|s| s.id.as_str())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        let Some(service) = std::env::args().nth(1) else {
+            return Ok(());
+        };
+        let listener = StreamSocketListener::new();
+        let udp = DatagramSocket::new();
+        let setup = listener
+            .enable_transfer_ownership()
+            .and_then(|()| listener.bind_service_name(&service, SocketProtectionLevel::PlainSocket))
+            .and_then(|()| udp.enable_transfer_ownership())
+            .and_then(|()| udp.bind_service_name(&listener.local_port()))
+            .and_then(|()| listener.transfer_ownership("echo-listener", b"listener-context"))
+            .and_then(|()| udp.transfer_ownership("echo-udp", b"udp-context"));
+        if let Err(e) = setup {
+            eprintln!("broker-probe: {}", describe(&e));
+            return Err(());
+        }
+        let after = listener.local_port();
+        println!("after-transfer-local-port={after:?}");
+        Ok(())
+    }
+}
+
+impl Handlers for BrokerProbe {
+    fn socket_activity(event: SocketActivityEvent) {
+        let prefix = format!(
+            "{}:{}:{}",
+            kebab_name(event.reason),
+            event.id,
+            String::from_utf8_lossy(&event.context)
+        );
+        match event.socket {
+            BrokeredSocket::StreamSocketListener(listener) => {
+                if let Some(socket) = event.accepted {
+                    let (Ok(input), Ok(output)) = (socket.input_stream(), socket.output_stream())
+                    else {
+                        return;
+                    };
+                    if let Ok(Some(line)) = read_line(&input, &mut Vec::new()) {
+                        let brokered = socket_activity::all_sockets().len();
+                        let _ =
+                            send_all(&output, format!("{prefix}:{line}:{brokered}\n").as_bytes());
+                    }
+                }
+                if let Err(e) = listener.transfer_ownership(&event.id, &event.context) {
+                    eprintln!("broker-probe: transfer back: {}", describe(&e));
+                }
+            }
+            BrokeredSocket::DatagramSocket(udp) => {
+                match udp.receive() {
+                    Ok(message) => {
+                        let reply = format!("{prefix}:{}", String::from_utf8_lossy(&message.data));
+                        let _ = udp.send_to(
+                            reply.as_bytes(),
+                            &message.remote_address,
+                            &message.remote_port,
+                        );
+                    }
+                    Err(e) => eprintln!("broker-probe: receive: {}", describe(&e)),
+                }
+                if let Err(e) = udp.transfer_ownership(&event.id, &event.context) {
+                    eprintln!("broker-probe: transfer back: {}", describe(&e));
+                }
+            }
+            BrokeredSocket::StreamSocket(_) => {}
+        }
+    }
+
+    fn connection_received(_event: ConnectionReceivedEvent) {}
+
+    fn message_received(_event: MessageReceivedEvent) {}
+}

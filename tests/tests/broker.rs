@@ -1,0 +1,77 @@
+//! The socket broker: a guest transfers its sockets and ends; activity activates a fresh
+//! instance with the socket and its context; nothing that arrives meanwhile is lost.
+
+use sockhost_tests::*;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+/// A guest transfers a listener and exits; each connection activates a fresh instance that
+/// gets the listener back with its id and context, answers, and transfers it back.
+#[tokio::test(flavor = "multi_thread")]
+async fn listener_round_trip_through_the_broker() {
+    let runtime = runtime(loopback_policy());
+    let guest = start(&runtime, BROKER_PROBE, &["0"]);
+    let port = guest.bound(Transport::Tcp).await.port();
+    for round in 0..3 {
+        let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let (read, mut write) = stream.into_split();
+        write
+            .write_all(format!("hello {round}\n").as_bytes())
+            .await
+            .unwrap();
+        let mut line = String::new();
+        tokio::time::timeout(TIMEOUT, BufReader::new(read).read_line(&mut line))
+            .await
+            .unwrap()
+            .unwrap();
+        // The datagram socket is still brokered while the listener is out: 1 socket listed.
+        assert_eq!(
+            line,
+            format!("connection-accepted:echo-listener:listener-context:hello {round}:1\n")
+        );
+    }
+    assert!(
+        !guest.app.is_finished(),
+        "the app must keep running while the broker holds sockets"
+    );
+    let stdout = String::from_utf8_lossy(&guest.stdout.contents()).into_owned();
+    assert!(
+        stdout.contains("after-transfer-local-port=\"\""),
+        "{stdout}"
+    );
+    guest.app.stop();
+}
+
+/// A datagram sent while no instance runs waits in the kernel and is delivered on activation.
+#[tokio::test(flavor = "multi_thread")]
+async fn datagram_is_delivered_on_activation() {
+    let runtime = runtime(loopback_policy());
+    let guest = start(&runtime, BROKER_PROBE, &["0"]);
+    let port = guest.bound(Transport::Udp).await.port();
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    for round in 0..3 {
+        client
+            .send_to(format!("ping {round}").as_bytes(), ("127.0.0.1", port))
+            .await
+            .unwrap();
+        let mut buf = [0u8; 128];
+        let (n, _) = tokio::time::timeout(TIMEOUT, client.recv_from(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&buf[..n]),
+            format!("socket-activity:echo-udp:udp-context:ping {round}")
+        );
+    }
+    guest.app.stop();
+}
+
+/// Transferring needs a component with handlers, enable-transfer-ownership first, and a
+/// unique id; the socket probe (a client) gets not-supported.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_component_cannot_transfer() {
+    let output = probe(&["transfer-listener"]).await;
+    assert_eq!(output.error_status(), Some("not-supported"), "{output:#?}");
+}
