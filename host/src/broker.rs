@@ -36,6 +36,48 @@ impl BrokeredSocket {
     }
 }
 
+/// A socket resource that can go to the broker.
+pub trait Transferable: Send + 'static {
+    /// `enable-transfer-ownership`.
+    fn allow_transfer(&mut self);
+    /// Moves the socket out for the broker, leaving an unusable one behind.
+    fn take_brokered(&mut self) -> Result<BrokeredSocket, SocketError>;
+}
+
+impl Transferable for StreamSocketListener {
+    fn allow_transfer(&mut self) {
+        self.enable_transfer();
+    }
+
+    fn take_brokered(&mut self) -> Result<BrokeredSocket, SocketError> {
+        Ok(BrokeredSocket::Listener(Box::new(
+            self.take_for_transfer()?,
+        )))
+    }
+}
+
+impl Transferable for DatagramSocket {
+    fn allow_transfer(&mut self) {
+        self.enable_transfer();
+    }
+
+    fn take_brokered(&mut self) -> Result<BrokeredSocket, SocketError> {
+        Ok(BrokeredSocket::Datagram(Box::new(
+            self.take_for_transfer()?,
+        )))
+    }
+}
+
+impl Transferable for StreamSocket {
+    fn allow_transfer(&mut self) {
+        self.enable_transfer();
+    }
+
+    fn take_brokered(&mut self) -> Result<BrokeredSocket, SocketError> {
+        Ok(BrokeredSocket::Stream(Box::new(self.take_for_transfer()?)))
+    }
+}
+
 struct Entry {
     kind: SocketActivityKind,
     context: Vec<u8>,

@@ -3,7 +3,6 @@
 use super::ok;
 use crate::bindings::datagram_socket::{self, DatagramMessage, HostDatagramSocket};
 use crate::bindings::types::{EndpointPair, SocketQualityOfService};
-use crate::broker::BrokeredSocket;
 use crate::conv::{SocketResult, port_string};
 use crate::ctx::SocketsCtxView;
 use crate::host_name::HostName;
@@ -191,11 +190,7 @@ impl HostDatagramSocket for SocketsCtxView<'_> {
     }
 
     fn enable_transfer_ownership(&mut self, this: Resource<DatagramSocket>) -> SocketResult<()> {
-        if let Err(e) = self.ctx.event_sender() {
-            return ok(Err(e));
-        }
-        self.table.get_mut(&this)?.enable_transfer();
-        Ok(Ok(()))
+        self.enable_transfer(&this)
     }
 
     fn transfer_ownership(
@@ -204,13 +199,7 @@ impl HostDatagramSocket for SocketsCtxView<'_> {
         socket_id: String,
         context: Vec<u8>,
     ) -> SocketResult<()> {
-        self.transfer(socket_id, context, |view| {
-            Ok(view
-                .table
-                .get_mut(&this)?
-                .take_for_transfer()
-                .map(|d| BrokeredSocket::Datagram(Box::new(d))))
-        })
+        self.transfer(&this, socket_id, context)
     }
 
     fn close(&mut self, this: Resource<DatagramSocket>) -> wasmtime::Result<()> {

@@ -3,7 +3,6 @@
 use super::ok;
 use crate::bindings::stream_socket_listener::{self, HostStreamSocketListener};
 use crate::bindings::types::{SocketProtectionLevel, SocketQualityOfService};
-use crate::broker::BrokeredSocket;
 use crate::conv::{SocketResult, invalid_argument};
 use crate::ctx::SocketsCtxView;
 use crate::host_name::HostName;
@@ -89,11 +88,7 @@ impl HostStreamSocketListener for SocketsCtxView<'_> {
         &mut self,
         this: Resource<StreamSocketListener>,
     ) -> SocketResult<()> {
-        if let Err(e) = self.ctx.event_sender() {
-            return ok(Err(e));
-        }
-        self.table.get_mut(&this)?.enable_transfer();
-        Ok(Ok(()))
+        self.enable_transfer(&this)
     }
 
     fn transfer_ownership(
@@ -102,13 +97,7 @@ impl HostStreamSocketListener for SocketsCtxView<'_> {
         socket_id: String,
         context: Vec<u8>,
     ) -> SocketResult<()> {
-        self.transfer(socket_id, context, |view| {
-            Ok(view
-                .table
-                .get_mut(&this)?
-                .take_for_transfer()
-                .map(|l| BrokeredSocket::Listener(Box::new(l))))
-        })
+        self.transfer(&this, socket_id, context)
     }
 
     fn close(&mut self, this: Resource<StreamSocketListener>) -> wasmtime::Result<()> {

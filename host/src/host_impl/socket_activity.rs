@@ -2,10 +2,10 @@
 
 use super::ok;
 use crate::bindings::socket_activity::{self, SocketActivityInformation};
-use crate::bindings::types::SocketError;
-use crate::broker::BrokeredSocket;
-use crate::conv::SocketResult;
+use crate::broker::Transferable;
+use crate::conv::{SocketResult, invalid_argument};
 use crate::ctx::SocketsCtxView;
+use wasmtime::component::Resource;
 
 impl socket_activity::Host for SocketsCtxView<'_> {
     fn all_sockets(&mut self) -> wasmtime::Result<Vec<SocketActivityInformation>> {
@@ -14,23 +14,35 @@ impl socket_activity::Host for SocketsCtxView<'_> {
 }
 
 impl SocketsCtxView<'_> {
-    /// Hands a socket taken from the guest's resource to the app's broker.
-    pub(crate) fn transfer(
+    /// `enable-transfer-ownership` of any socket resource.
+    pub(crate) fn enable_transfer<T: Transferable>(
         &mut self,
+        this: &Resource<T>,
+    ) -> SocketResult<()> {
+        if let Err(e) = self.ctx.event_sender() {
+            return ok(Err(e));
+        }
+        self.table.get_mut(this)?.allow_transfer();
+        Ok(Ok(()))
+    }
+
+    /// `transfer-ownership` of any socket resource: hands it to the app's broker.
+    pub(crate) fn transfer<T: Transferable>(
+        &mut self,
+        this: &Resource<T>,
         id: String,
         context: Vec<u8>,
-        take: impl FnOnce(&mut Self) -> wasmtime::Result<Result<BrokeredSocket, SocketError>>,
     ) -> SocketResult<()> {
         let events = match self.ctx.event_sender() {
             Ok(events) => events,
             Err(e) => return ok(Err(e)),
         };
         if self.ctx.broker().list().iter().any(|s| s.id == id) {
-            return ok(Err(crate::conv::invalid_argument(format!(
+            return ok(Err(invalid_argument(format!(
                 "a brokered socket is already named {id:?}"
             ))));
         }
-        let socket = match take(self)? {
+        let socket = match self.table.get_mut(this)?.take_brokered() {
             Ok(socket) => socket,
             Err(e) => return ok(Err(e)),
         };

@@ -6,7 +6,6 @@ use crate::bindings::types::{
     Certificate, ChainValidationResult, EndpointPair, RoundTripTimeStatistics,
     SocketProtectionLevel, SocketQualityOfService, SocketSslErrorSeverity,
 };
-use crate::broker::BrokeredSocket;
 use crate::conv::{SocketResult, invalid_argument, io_error, port_string};
 use crate::ctx::SocketsCtxView;
 use crate::host_name::HostName;
@@ -335,11 +334,7 @@ impl HostStreamSocket for SocketsCtxView<'_> {
     }
 
     fn enable_transfer_ownership(&mut self, this: Resource<StreamSocket>) -> SocketResult<()> {
-        if let Err(e) = self.ctx.event_sender() {
-            return ok(Err(e));
-        }
-        self.table.get_mut(&this)?.enable_transfer();
-        Ok(Ok(()))
+        self.enable_transfer(&this)
     }
 
     fn transfer_ownership(
@@ -348,13 +343,7 @@ impl HostStreamSocket for SocketsCtxView<'_> {
         socket_id: String,
         context: Vec<u8>,
     ) -> SocketResult<()> {
-        self.transfer(socket_id, context, |view| {
-            Ok(view
-                .table
-                .get_mut(&this)?
-                .take_for_transfer()
-                .map(|s| BrokeredSocket::Stream(Box::new(s))))
-        })
+        self.transfer(&this, socket_id, context)
     }
 
     fn no_delay(&mut self, this: Resource<StreamSocket>) -> wasmtime::Result<bool> {
