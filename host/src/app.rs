@@ -15,7 +15,10 @@ use crate::bindings::{
     ServicePre, datagram_socket, socket_activity as activity, stream_socket_listener,
 };
 use crate::broker::{Broker, BrokeredSocket};
-use crate::ctx::{AppId, PortRegistry, SocketEvent, SocketsCtx, SocketsView};
+use crate::ctx::{
+    AppId, Delivered, EventSender, PortRegistry, SocketEvent, SocketsCtx, SocketsView,
+    WeakEventSender,
+};
 use crate::policy::NetworkPolicy;
 use crate::runtime::{AppExit, HostState, Program, RunOptions};
 use crate::socket::datagram::DatagramSocket;
@@ -24,7 +27,7 @@ use crate::socket::listener::StreamSocketListener;
 use crate::tls::TlsConfig;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, UpdateDeadline};
@@ -91,7 +94,7 @@ impl App {
     /// A store for one instance; `cpu_limit` traps it after that much wasm execution.
     fn store(
         &self,
-        events: Option<mpsc::WeakSender<SocketEvent>>,
+        events: Option<WeakEventSender>,
         cpu_limit: Option<Duration>,
     ) -> Store<HostState> {
         let mut wasi = WasiCtxBuilder::new();
@@ -145,7 +148,7 @@ impl App {
         self,
         mut shutdown: watch::Receiver<Option<Duration>>,
     ) -> wasmtime::Result<AppExit> {
-        let (events, mut received) = mpsc::channel(EVENT_QUEUE);
+        let (events, mut received) = EventSender::channel(EVENT_QUEUE);
         let weak = self.program.handlers.as_ref().map(|_| events.downgrade());
         let mut store = self.store(weak.clone(), None);
         if let Err(e) = self.adopt_inherited(&store, &events) {
@@ -202,15 +205,15 @@ impl App {
         let mut handlers = JoinSet::new();
         let grace = loop {
             tokio::select! {
-                event = received.recv() => {
-                    let Some(event) = event else { break None };
+                delivered = received.recv() => {
+                    let Some(Delivered { event, keep_alive }) = delivered else { break None };
                     let Ok(permit) = limit.clone().acquire_owned().await else { break None };
-                    let (app, service, weak) = (app.clone(), service.clone(), weak.clone());
+                    let (app, service) = (app.clone(), service.clone());
                     handlers.spawn(async move {
-                        if let Err(e) = app.handle(&service, weak, event).await {
+                        if let Err(e) = app.handle(&service, Some(keep_alive.downgrade()), event).await {
                             tracing::warn!(app = app.id, error = %e, "handler failed; only its own event is lost");
                         }
-                        drop(permit);
+                        drop((permit, keep_alive));
                     });
                 }
                 Some(_) = handlers.join_next(), if !handlers.is_empty() => {}
@@ -245,7 +248,7 @@ impl App {
     fn adopt_inherited(
         &self,
         store: &Store<HostState>,
-        events: &mpsc::Sender<SocketEvent>,
+        events: &EventSender,
     ) -> wasmtime::Result<()> {
         if self.options.inherited_listeners.is_empty() {
             return Ok(());
@@ -265,7 +268,7 @@ impl App {
                 .map_err(|e| failed(id, format!("{:?}", e.message)))?;
             let socket = BrokeredSocket::Listener(Box::new(listener));
             ctx.broker()
-                .transfer(id.clone(), Vec::new(), socket, events.clone())
+                .transfer(id.clone(), Vec::new(), socket, None, events.clone())
                 .map_err(|e| failed(id, format!("{:?}", e.message)))?;
         }
         Ok(())
@@ -275,7 +278,7 @@ impl App {
     async fn handle(
         &self,
         service: &ServicePre<HostState>,
-        events: Option<mpsc::WeakSender<SocketEvent>>,
+        events: Option<WeakEventSender>,
         event: SocketEvent,
     ) -> wasmtime::Result<()> {
         let mut store = self.store(events, Some(self.limits.cpu_limit));

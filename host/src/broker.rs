@@ -7,13 +7,13 @@ use crate::bindings::socket_activity::{
 };
 use crate::bindings::types::SocketError;
 use crate::conv::invalid_argument;
-use crate::ctx::SocketEvent;
+use crate::ctx::{EventSender, SocketEvent};
 use crate::socket::datagram::DatagramSocket;
 use crate::socket::listener::StreamSocketListener;
 use crate::socket::stream::StreamSocket;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use tokio::sync::mpsc;
+use std::time::Duration;
 use tokio::task::AbortHandle;
 
 /// A socket in the broker's hands.
@@ -101,7 +101,8 @@ impl Broker {
         id: String,
         context: Vec<u8>,
         socket: BrokeredSocket,
-        events: mpsc::Sender<SocketEvent>,
+        keep_alive: Option<Duration>,
+        events: EventSender,
     ) -> Result<(), SocketError> {
         let mut entries = self.lock();
         if entries.contains_key(&id) {
@@ -113,7 +114,7 @@ impl Broker {
         let broker = self.clone();
         let (task_id, task_context) = (id.clone(), context.clone());
         let watcher = tokio::spawn(async move {
-            let (reason, socket, accepted) = wait_for_activity(socket).await;
+            let (reason, socket, accepted) = wait_for_activity(socket, keep_alive).await;
             // Out of the broker first, so the handler can transfer it back under the same id.
             broker.lock().remove(&task_id);
             let event = SocketEvent::SocketActivity {
@@ -163,6 +164,7 @@ impl Drop for Broker {
 /// Waits until something happens on a brokered socket.
 async fn wait_for_activity(
     socket: BrokeredSocket,
+    keep_alive: Option<Duration>,
 ) -> (
     SocketActivityTriggerReason,
     BrokeredSocket,
@@ -194,9 +196,18 @@ async fn wait_for_activity(
             )
         }
         BrokeredSocket::Stream(stream) => {
-            let reason = match stream.peer_closed().await {
-                true => Reason::SocketClosed,
-                false => Reason::SocketActivity,
+            let timer = async {
+                match keep_alive {
+                    Some(time) => tokio::time::sleep(time).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let reason = tokio::select! {
+                closed = stream.peer_closed() => match closed {
+                    true => Reason::SocketClosed,
+                    false => Reason::SocketActivity,
+                },
+                () = timer => Reason::KeepAliveTimerExpired,
             };
             (reason, BrokeredSocket::Stream(stream), None)
         }

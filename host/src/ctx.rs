@@ -52,6 +52,53 @@ pub enum SocketEvent {
     },
 }
 
+/// Sends events to an app's handlers. Each event carries a clone of the sender, so the app
+/// keeps serving while a handler runs (a handler may enable or transfer sockets in turn).
+#[derive(Clone)]
+pub struct EventSender(mpsc::Sender<Delivered>);
+
+/// The weak form of [`EventSender`], held by instances: an app whose sockets no longer deliver
+/// events, and which runs no handler, ends.
+#[derive(Clone)]
+pub struct WeakEventSender(mpsc::WeakSender<Delivered>);
+
+/// An event as the app's loop receives it.
+pub struct Delivered {
+    /// The event.
+    pub event: SocketEvent,
+    /// Keeps the app serving until the event's handler finishes.
+    pub keep_alive: EventSender,
+}
+
+impl EventSender {
+    /// A channel for one app's events.
+    pub fn channel(capacity: usize) -> (Self, mpsc::Receiver<Delivered>) {
+        let (sender, receiver) = mpsc::channel(capacity);
+        (Self(sender), receiver)
+    }
+
+    /// Sends an event; fails once the app no longer serves events.
+    pub async fn send(&self, event: SocketEvent) -> Result<(), ()> {
+        let delivered = Delivered {
+            event,
+            keep_alive: self.clone(),
+        };
+        self.0.send(delivered).await.map_err(|_| ())
+    }
+
+    /// The weak form.
+    pub fn downgrade(&self) -> WeakEventSender {
+        WeakEventSender(self.0.downgrade())
+    }
+}
+
+impl WeakEventSender {
+    /// The strong form, while the app serves events.
+    pub fn upgrade(&self) -> Option<EventSender> {
+        self.0.upgrade().map(EventSender)
+    }
+}
+
 /// The socket state of one component instance.
 pub struct SocketsCtx {
     app: AppId,
@@ -62,7 +109,7 @@ pub struct SocketsCtx {
     broker: Arc<Broker>,
     /// Where events go; `None` when the component exports no handlers. Weak, so that the app
     /// stops serving once no socket delivers events any more.
-    events: Option<mpsc::WeakSender<SocketEvent>>,
+    events: Option<WeakEventSender>,
 }
 
 impl SocketsCtx {
@@ -73,7 +120,7 @@ impl SocketsCtx {
         tls: Arc<TlsConfig>,
         ports: Arc<PortRegistry>,
         broker: Arc<Broker>,
-        events: Option<mpsc::WeakSender<SocketEvent>>,
+        events: Option<WeakEventSender>,
     ) -> Self {
         Self {
             app,
@@ -111,10 +158,10 @@ impl SocketsCtx {
     }
 
     /// A sender for events, or `not-supported` when the component has no handlers.
-    pub fn event_sender(&self) -> Result<mpsc::Sender<SocketEvent>, SocketError> {
+    pub fn event_sender(&self) -> Result<EventSender, SocketError> {
         self.events
             .as_ref()
-            .and_then(mpsc::WeakSender::upgrade)
+            .and_then(WeakEventSender::upgrade)
             .ok_or_else(|| {
                 error(
                     SocketErrorStatus::NotSupported,

@@ -249,11 +249,12 @@ async fn run(
     let program = runtime
         .load_file(&args.component)
         .map_err(anyhow::Error::from)?;
+    // Before the app starts, so a signal never finds the default (fatal) disposition.
+    let mut signals = Signals::new()?;
     let mut options = RunOptions::new(args.args);
     options.inherited_listeners = inherited;
     let app = runtime.start(&program, options);
     let shutdown = app.shutdown_handle();
-    let mut signals = Signals::new()?;
     let wait = app.wait();
     tokio::pin!(wait);
     let exit = tokio::select! {

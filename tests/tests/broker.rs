@@ -75,3 +75,61 @@ async fn a_client_component_cannot_transfer() {
     let output = probe(&["transfer-listener"]).await;
     assert_eq!(output.error_status(), Some("not-supported"), "{output:#?}");
 }
+
+/// A connected stream socket in the broker: the keep-alive time activates the guest (it sends
+/// a keep-alive), arriving data activates it (it answers), and the peer closing activates it
+/// with socket-closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn stream_socket_keep_alive_activity_and_close() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let runtime = runtime(loopback_policy());
+    let guest = start(&runtime, BROKER_PROBE, &["upstream", "127.0.0.1", &port]);
+    let (stream, _) = tokio::time::timeout(TIMEOUT, listener.accept())
+        .await
+        .unwrap()
+        .unwrap();
+    let (read, mut write) = stream.into_split();
+    let mut lines = BufReader::new(read).lines();
+    let next = async |lines: &mut tokio::io::Lines<BufReader<tokio::net::tcp::OwnedReadHalf>>| {
+        let line = tokio::time::timeout(TIMEOUT, lines.next_line())
+            .await
+            .unwrap()
+            .unwrap();
+        line.unwrap_or_else(|| {
+            let out = String::from_utf8_lossy(&guest.stdout.contents()).into_owned();
+            let err = String::from_utf8_lossy(&guest.stderr.contents()).into_owned();
+            panic!("the guest closed the connection; stdout: {out}; stderr: {err}")
+        })
+    };
+    assert_eq!(next(&mut lines).await, "keepalive");
+    write.write_all(b"data\n").await.unwrap();
+    let mut line = next(&mut lines).await;
+    while line == "keepalive" {
+        line = next(&mut lines).await;
+    }
+    assert_eq!(line, "got:data");
+    drop(write);
+    drop(lines);
+    let closed = async {
+        loop {
+            let stdout = String::from_utf8_lossy(&guest.stdout.contents()).into_owned();
+            if stdout.contains("stream-activity=socket-closed") {
+                return stdout;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    };
+    let stdout = tokio::time::timeout(TIMEOUT, closed)
+        .await
+        .expect("socket-closed activation");
+    assert!(
+        stdout.contains("stream-activity=keep-alive-timer-expired"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("stream-activity=socket-activity"),
+        "{stdout}"
+    );
+    guest.app.stop();
+}

@@ -199,7 +199,7 @@ impl HostDatagramSocket for SocketsCtxView<'_> {
         socket_id: String,
         context: Vec<u8>,
     ) -> SocketResult<()> {
-        self.transfer(&this, socket_id, context)
+        self.transfer(&this, socket_id, context, None)
     }
 
     fn close(&mut self, this: Resource<DatagramSocket>) -> wasmtime::Result<()> {

@@ -97,7 +97,7 @@ impl HostStreamSocketListener for SocketsCtxView<'_> {
         socket_id: String,
         context: Vec<u8>,
     ) -> SocketResult<()> {
-        self.transfer(&this, socket_id, context)
+        self.transfer(&this, socket_id, context, None)
     }
 
     fn close(&mut self, this: Resource<StreamSocketListener>) -> wasmtime::Result<()> {

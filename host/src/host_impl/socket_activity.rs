@@ -32,6 +32,7 @@ impl SocketsCtxView<'_> {
         this: &Resource<T>,
         id: String,
         context: Vec<u8>,
+        keep_alive: Option<std::time::Duration>,
     ) -> SocketResult<()> {
         let events = match self.ctx.event_sender() {
             Ok(events) => events,
@@ -46,6 +47,9 @@ impl SocketsCtxView<'_> {
             Ok(socket) => socket,
             Err(e) => return ok(Err(e)),
         };
-        ok(self.ctx.broker().transfer(id, context, socket, events))
+        ok(self
+            .ctx
+            .broker()
+            .transfer(id, context, socket, keep_alive, events))
     }
 }

@@ -343,7 +343,23 @@ impl HostStreamSocket for SocketsCtxView<'_> {
         socket_id: String,
         context: Vec<u8>,
     ) -> SocketResult<()> {
-        self.transfer(&this, socket_id, context)
+        self.transfer(&this, socket_id, context, None)
+    }
+
+    fn transfer_ownership_with_keep_alive(
+        &mut self,
+        this: Resource<StreamSocket>,
+        socket_id: String,
+        context: Vec<u8>,
+        keep_alive_time_ms: u64,
+    ) -> SocketResult<()> {
+        if keep_alive_time_ms == 0 {
+            return ok(Err(invalid_argument(
+                "the keep-alive time must be positive",
+            )));
+        }
+        let keep_alive = Some(std::time::Duration::from_millis(keep_alive_time_ms));
+        self.transfer(&this, socket_id, context, keep_alive)
     }
 
     fn no_delay(&mut self, this: Resource<StreamSocket>) -> wasmtime::Result<bool> {

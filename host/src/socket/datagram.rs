@@ -6,7 +6,7 @@ use super::AbortOnDrop;
 use super::writer::{BatchWriter, Queue, Sink};
 use crate::bindings::types::{SocketError, SocketErrorStatus, SocketQualityOfService};
 use crate::conv::{canonical, error, invalid_argument, invalid_operation, io_error};
-use crate::ctx::{PortRegistration, SocketEvent, SocketsCtx};
+use crate::ctx::{EventSender, PortRegistration, SocketEvent, SocketsCtx};
 use crate::host_name::HostName;
 use crate::resolve::{Transport, resolve, service_port};
 use socket2::SockRef;
@@ -15,7 +15,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use wasmtime_wasi_io::poll::Pollable;
 
 /// The largest UDP payload the wire format can carry; the kernel refuses more than 65,507
@@ -369,7 +368,7 @@ impl DatagramSocket {
     /// Sends every datagram to the app's handler, tagged with `tag`.
     pub fn enable_message_received(
         &mut self,
-        events: mpsc::Sender<SocketEvent>,
+        events: EventSender,
         tag: String,
     ) -> Result<(), SocketError> {
         let bound = self.bound()?;

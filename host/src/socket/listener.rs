@@ -5,14 +5,13 @@ use super::AbortOnDrop;
 use super::stream::{Connection, StreamControl, StreamSocket, secure_server};
 use crate::bindings::types::{SocketError, SocketErrorStatus, SocketProtectionLevel};
 use crate::conv::{error, invalid_operation, io_error};
-use crate::ctx::{PortRegistration, SocketEvent, SocketsCtx};
+use crate::ctx::{EventSender, PortRegistration, SocketEvent, SocketsCtx};
 use crate::resolve::Transport;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
 use wasmtime_wasi_io::poll::Pollable;
 
 /// How many connections may wait to be accepted.
@@ -197,7 +196,7 @@ impl StreamSocketListener {
     /// Sends every accepted connection to the app's handler, tagged with `tag`.
     pub fn enable_connection_received(
         &mut self,
-        events: mpsc::Sender<SocketEvent>,
+        events: EventSender,
         tag: String,
     ) -> Result<(), SocketError> {
         let control = self.control.clone();
@@ -290,7 +289,7 @@ async fn deliver(
     mut pending: Option<io::Result<TcpStream>>,
     control: StreamControl,
     server_config: Option<Arc<rustls::ServerConfig>>,
-    events: mpsc::Sender<SocketEvent>,
+    events: EventSender,
     tag: String,
 ) {
     loop {

@@ -50,6 +50,9 @@ impl Run for BrokerProbe {
         let Some(service) = std::env::args().nth(1) else {
             return Ok(());
         };
+        if service == "upstream" {
+            return upstream();
+        }
         let listener = StreamSocketListener::new();
         let udp = DatagramSocket::new();
         let setup = listener
@@ -110,11 +113,56 @@ impl Handlers for BrokerProbe {
                     eprintln!("broker-probe: transfer back: {}", describe(&e));
                 }
             }
-            BrokeredSocket::StreamSocket(_) => {}
+            BrokeredSocket::StreamSocket(socket) => {
+                let reason = kebab_name(event.reason);
+                println!("stream-activity={reason}");
+                if reason == "socket-closed" {
+                    return;
+                }
+                let (Ok(input), Ok(output)) = (socket.input_stream(), socket.output_stream())
+                else {
+                    return;
+                };
+                let reply = match reason.as_str() {
+                    "keep-alive-timer-expired" => "keepalive\n".to_string(),
+                    _ => match read_line(&input, &mut Vec::new()) {
+                        Ok(Some(line)) => format!("got:{line}\n"),
+                        _ => return,
+                    },
+                };
+                if send_all(&output, reply.as_bytes()).is_err() {
+                    return;
+                }
+                drop((input, output));
+                if let Err(e) =
+                    socket.transfer_ownership_with_keep_alive(&event.id, &event.context, 300)
+                {
+                    eprintln!("broker-probe: transfer back: {}", describe(&e));
+                }
+            }
         }
     }
 
     fn connection_received(_event: ConnectionReceivedEvent) {}
 
     fn message_received(_event: MessageReceivedEvent) {}
+}
+
+/// `broker-probe upstream HOST PORT`: connects, then transfers the connection with a 300 ms
+/// keep-alive time.
+fn upstream() -> Result<(), ()> {
+    use sockhost_guest::stream_socket::StreamSocket;
+    use sockhost_guest::types::HostName;
+    let args: Vec<String> = std::env::args().collect();
+    let connect = || -> Result<(), sockhost_guest::types::SocketError> {
+        let socket = StreamSocket::new();
+        socket.enable_transfer_ownership()?;
+        socket.connect(
+            &HostName::parse(&args[2])?,
+            &args[3],
+            SocketProtectionLevel::PlainSocket,
+        )?;
+        socket.transfer_ownership_with_keep_alive("upstream", b"stream-context", 300)
+    };
+    connect().map_err(|e| eprintln!("broker-probe: {}", describe(&e)))
 }
