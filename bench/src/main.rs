@@ -9,25 +9,36 @@
 //! - `connection`: the cost of a connection to the `tcp-echo-server` guest (one fresh
 //!   instance per connection) against a native tokio echo server: connect, 16 bytes echoed,
 //!   close, one at a time; the difference is what instantiating a handler costs.
-//! - `idle`: resident memory per idle connection with N connections held open (`--idle N`,
-//!   default 2,000), guest server and native server each measured on its own.
+//! - `idle`: resident memory of the server per idle connection with N connections held open
+//!   by a child process (`--idle N`, default 10,000), guest server and native server each
+//!   measured on its own.
+//! - `echo`: the echo table: TCP ping-pong 64 B and 16 KiB with 1 and 32 connections (round
+//!   trips/s, p50/p99), TCP bulk with 1 and 8 connections (MB/s), UDP ping-pong 64 B with 1
+//!   and 32 sockets, connection churn with 1 and 32 at a time.
+//!
+//! `--seconds S` sets each case's duration (default 3), `--quick` runs everything short
+//! (about a minute in all), `--json PATH` writes the results as JSON.
 
 use sockhost::tls::TlsConfig;
 use sockhost_tests::pki::{Ca, client_config, native_tls_echo, server_config};
 use sockhost_tests::{
-    TCP_ECHO_SERVER, TLS_ECHO_CLIENT, Transport, loopback_policy, native_tcp_echo, run, runtime,
-    start,
+    TCP_ECHO_SERVER, TLS_ECHO_CLIENT, Transport, UDP_ECHO_SERVER, loopback_policy, native_tcp_echo,
+    run, runtime, start,
 };
 use std::net::SocketAddr;
 use std::time::Instant;
 use tokio::io::AsyncReadExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+mod echo;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut cases = Vec::new();
     let mut rounds = 300u32;
-    let mut idle = 2000usize;
+    let mut idle = 10_000usize;
+    let mut seconds = 3.0f64;
+    let mut json = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -36,6 +47,33 @@ async fn main() -> anyhow::Result<()> {
                     .next()
                     .and_then(|n| n.parse().ok())
                     .ok_or_else(|| anyhow::anyhow!("--rounds needs a number"))?
+            }
+            "--seconds" => {
+                seconds = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| anyhow::anyhow!("--seconds needs a number"))?
+            }
+            "--json" => {
+                json = Some(
+                    args.next()
+                        .ok_or_else(|| anyhow::anyhow!("--json needs a path"))?,
+                )
+            }
+            "--quick" => {
+                seconds = 0.4;
+                rounds = 100;
+                idle = 1000;
+            }
+            "--hold" => {
+                let addr = args
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("--hold needs ADDR N"))?;
+                let count = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| anyhow::anyhow!("--hold needs ADDR N"))?;
+                return hold_connections(addr.parse()?, count).await;
             }
             "--idle" => {
                 idle = args
@@ -47,8 +85,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if cases.is_empty() {
-        cases.push("tls".into());
+        cases = ["echo", "connection", "idle", "tls"]
+            .map(String::from)
+            .to_vec();
     }
+    let time = std::time::Duration::from_secs_f64(seconds);
     println!(
         "{:<28} {:>12} {:>12} {:>7}",
         "case", "sockhost", "native", "ratio"
@@ -58,20 +99,133 @@ async fn main() -> anyhow::Result<()> {
             "tls" => tls_handshakes(rounds).await?,
             "connection" => connection_cost(rounds.max(1000)).await?,
             "idle" => idle_memory(idle).await?,
-            other => anyhow::bail!("unknown case {other:?} (known: tls, connection, idle)"),
+            "echo" => echo_cases(time).await?,
+            other => anyhow::bail!("unknown case {other:?} (known: echo, connection, idle, tls)"),
         }
+    }
+    if let Some(path) = json {
+        let rows = RESULTS.lock().unwrap();
+        let body: Vec<String> = rows.iter().map(Row::json).collect();
+        std::fs::write(&path, format!("[\n  {}\n]\n", body.join(",\n  ")))?;
+        println!("wrote {path}");
     }
     Ok(())
 }
 
+/// One line of the results.
+struct Row {
+    case: String,
+    unit: String,
+    guest: echo::Measured,
+    native: echo::Measured,
+}
+
+impl Row {
+    fn json(&self) -> String {
+        format!(
+            "{{\"case\": {:?}, \"unit\": {:?}, \"sockhost\": {:.3}, \"native\": {:.3}, \"ratio\": {:.3}, \"sockhost_p50_us\": {:.1}, \"sockhost_p99_us\": {:.1}, \"native_p50_us\": {:.1}, \"native_p99_us\": {:.1}}}",
+            self.case,
+            self.unit,
+            self.guest.rate,
+            self.native.rate,
+            self.guest.rate / self.native.rate,
+            self.guest.p50_us,
+            self.guest.p99_us,
+            self.native.p50_us,
+            self.native.p99_us
+        )
+    }
+}
+
+static RESULTS: std::sync::Mutex<Vec<Row>> = std::sync::Mutex::new(Vec::new());
+
 fn report(case: &str, unit: &str, guest: f64, native: f64) {
+    let measured = |rate| echo::Measured {
+        rate,
+        ..Default::default()
+    };
+    report_measured(case, unit, measured(guest), measured(native));
+}
+
+fn report_measured(case: &str, unit: &str, guest: echo::Measured, native: echo::Measured) {
+    let latency = if guest.p50_us > 0.0 {
+        format!(
+            "  p50 {:.0}/{:.0} us, p99 {:.0}/{:.0} us",
+            guest.p50_us, native.p50_us, guest.p99_us, native.p99_us
+        )
+    } else {
+        String::new()
+    };
+    let ratio = guest.rate / native.rate;
     println!(
-        "{:<28} {:>12.0} {:>12.0} {:>7.2}  ({unit})",
-        case,
+        "{case:<28} {:>12.0} {:>12.0} {ratio:>7.2}  ({unit}){latency}",
+        guest.rate, native.rate
+    );
+    RESULTS.lock().unwrap().push(Row {
+        case: case.into(),
+        unit: unit.into(),
         guest,
         native,
-        guest / native
+    });
+}
+
+/// The echo table: each case against the guest server and the native server.
+async fn echo_cases(time: std::time::Duration) -> anyhow::Result<()> {
+    let runtime = runtime(loopback_policy());
+    let tcp_guest = start(&runtime, TCP_ECHO_SERVER, &["0"]);
+    let udp_guest = start(&runtime, UDP_ECHO_SERVER, &["0"]);
+    let local = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+    let tcp = (
+        local(tcp_guest.bound(Transport::Tcp).await.port()),
+        native_tcp_echo().await,
     );
+    let udp = (
+        local(udp_guest.bound(Transport::Udp).await.port()),
+        sockhost_tests::native_udp_echo().await,
+    );
+    for (connections, size) in [(1, 64), (32, 64), (1, 16384), (32, 16384)] {
+        let guest = echo::tcp_ping_pong(tcp.0, connections, size, time).await?;
+        let native = echo::tcp_ping_pong(tcp.1, connections, size, time).await?;
+        report_measured(
+            &format!("tcp ping-pong {size} B x{connections}"),
+            "round trips/s",
+            guest,
+            native,
+        );
+    }
+    for connections in [1, 8] {
+        let guest = echo::tcp_bulk(tcp.0, connections, time).await?;
+        let native = echo::tcp_bulk(tcp.1, connections, time).await?;
+        report_measured(
+            &format!("tcp bulk x{connections}"),
+            "MB/s echoed",
+            guest,
+            native,
+        );
+    }
+    for sockets in [1, 32] {
+        let guest = echo::udp_ping_pong(udp.0, sockets, 64, time).await?;
+        let native = echo::udp_ping_pong(udp.1, sockets, 64, time).await?;
+        report_measured(
+            &format!("udp ping-pong 64 B x{sockets}"),
+            "round trips/s",
+            guest,
+            native,
+        );
+    }
+    for parallel in [1, 32] {
+        let guest = echo::churn(tcp.0, parallel, time).await?;
+        let native = echo::churn(tcp.1, parallel, time).await?;
+        report_measured(
+            &format!("connection churn x{parallel}"),
+            "connections/s",
+            guest,
+            native,
+        );
+    }
+    tcp_guest.app.stop();
+    udp_guest.app.stop();
+    Ok(())
 }
 
 async fn tls_handshakes(rounds: u32) -> anyhow::Result<()> {
@@ -177,10 +331,9 @@ fn rss() -> anyhow::Result<u64> {
     Ok(pages * 4096)
 }
 
-/// Opens `count` connections that each complete one echo, holds them, and returns the
-/// growth of resident memory per connection.
-async fn hold(addr: SocketAddr, count: usize) -> anyhow::Result<(f64, Vec<tokio::net::TcpStream>)> {
-    let before = rss()?;
+/// `--hold ADDR N` (a child process): opens N connections that each complete one echo,
+/// says `ready`, and holds them until its standard input closes.
+async fn hold_connections(addr: SocketAddr, count: usize) -> anyhow::Result<()> {
     let mut held = Vec::with_capacity(count);
     for _ in 0..count {
         let mut stream = tokio::net::TcpStream::connect(addr).await?;
@@ -189,28 +342,51 @@ async fn hold(addr: SocketAddr, count: usize) -> anyhow::Result<(f64, Vec<tokio:
         stream.read_exact(&mut buf).await?;
         held.push(stream);
     }
+    println!("ready");
+    let mut rest = Vec::new();
+    tokio::io::stdin().read_to_end(&mut rest).await?;
+    Ok(())
+}
+
+/// Growth of this process's resident memory while a child holds `count` connections to
+/// `addr`, per connection.
+async fn server_memory_per_connection(addr: SocketAddr, count: usize) -> anyhow::Result<f64> {
+    use tokio::io::AsyncBufReadExt;
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let before = rss()?;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["--hold", &addr.to_string(), &count.to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready =
+        tokio::time::timeout(std::time::Duration::from_secs(120), lines.next_line()).await??;
+    anyhow::ensure!(
+        ready.as_deref() == Some("ready"),
+        "the holding process failed"
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     let after = rss()?;
-    Ok(((after.saturating_sub(before)) as f64 / count as f64, held))
+    drop(child.stdin.take());
+    child.wait().await?;
+    Ok(after.saturating_sub(before) as f64 / count as f64)
 }
 
 async fn idle_memory(count: usize) -> anyhow::Result<()> {
-    let (native, held) = hold(native_tcp_echo().await, count).await?;
-    drop(held);
+    let native = server_memory_per_connection(native_tcp_echo().await, count).await?;
     let runtime = runtime(loopback_policy());
     let server = start(&runtime, TCP_ECHO_SERVER, &["0"]);
     let port = server.bound(Transport::Tcp).await.port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     churn(addr, 10).await?;
-    let (guest, held) = hold(addr, count).await?;
-    println!(
-        "{:<28} {:>12.0} {:>12.0} {:>7.1}  (bytes of RSS per idle connection, {count} held; both ends in this process)",
-        "idle connection memory",
+    let guest = server_memory_per_connection(addr, count).await?;
+    server.app.stop();
+    report(
+        &format!("idle memory, {count} conns"),
+        "server RSS bytes per connection (lower is better)",
         guest,
         native,
-        guest / native
     );
-    drop(held);
-    server.app.stop();
     Ok(())
 }
