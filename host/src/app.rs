@@ -12,7 +12,7 @@
 //! event's tag.
 
 use crate::bindings::{
-    ServicePre, datagram_socket, socket_activity as activity, stream_socket_listener,
+    Service, ServicePre, datagram_socket, socket_activity as activity, stream_socket_listener,
 };
 use crate::broker::{Broker, BrokeredSocket};
 use crate::ctx::{
@@ -36,6 +36,8 @@ use wasmtime_wasi::{I32Exit, WasiCtxBuilder};
 
 /// How often the engine's epoch advances.
 const TICK: Duration = Duration::from_millis(10);
+/// How many idle `message-received` instances an app keeps for reuse.
+const DATAGRAM_INSTANCES: usize = 64;
 /// How many events may wait for a handler before delivery waits too.
 const EVENT_QUEUE: usize = 1024;
 
@@ -88,6 +90,8 @@ pub(crate) struct App {
     pub(crate) limits: HandlerLimits,
     /// The app's brokered sockets, shared by all its instances.
     pub(crate) broker: Arc<Broker>,
+    /// Instances that handled a datagram and wait for the next one (see `handle_datagram`).
+    pub(crate) idle_datagram_handlers: std::sync::Mutex<Vec<(Store<HostState>, Service)>>,
 }
 
 impl App {
@@ -122,17 +126,18 @@ impl App {
                 self.broker.clone(),
                 events,
             ),
+            cpu_ticks: 0,
         };
         let mut store = Store::new(&self.engine, state);
         // The callback runs at the first tick boundary the guest crosses while executing, so
         // counting calls counts the ticks it spent running wasm (plus one per host call that
         // spanned a boundary).
         let allowed = cpu_limit.map(|limit| (limit.as_millis() / TICK.as_millis()).max(1) as u64);
-        let mut used = 0u64;
         store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            used += 1;
-            if allowed.is_some_and(|allowed| used > allowed) {
+        store.epoch_deadline_callback(move |mut cx| {
+            let used = &mut cx.data_mut().cpu_ticks;
+            *used += 1;
+            if allowed.is_some_and(|allowed| *used > allowed) {
                 wasmtime::bail!(
                     "the handler ran wasm for longer than its CPU limit and was stopped"
                 );
@@ -274,6 +279,67 @@ impl App {
         Ok(())
     }
 
+    /// Runs `message-received` in an instance that handled an earlier datagram, or a fresh
+    /// one. Instantiating costs about 100 us, far more than a datagram's work, so datagram
+    /// handlers are reused (one call at a time, up to `DATAGRAM_INSTANCES` kept); an instance
+    /// whose handler failed is dropped.
+    async fn handle_datagram(
+        &self,
+        service: &ServicePre<HostState>,
+        events: Option<WeakEventSender>,
+        tag: String,
+        socket: Arc<crate::socket::datagram::SharedUdp>,
+        message: crate::socket::datagram::DatagramMessage,
+    ) -> wasmtime::Result<()> {
+        let reused = self
+            .idle_datagram_handlers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let (mut store, instance) = match reused {
+            Some((mut store, instance)) => {
+                store.data_mut().cpu_ticks = 0;
+                store.data_mut().sockets.set_events(events);
+                (store, instance)
+            }
+            None => {
+                let mut store = self.store(events, Some(self.limits.cpu_limit));
+                let instance = service.instantiate_async(&mut store).await?;
+                (store, instance)
+            }
+        };
+        let call = async {
+            let mut view = store.data_mut().sockets();
+            let message = view.push_message(message)?;
+            let socket = view.table.push(DatagramSocket::shared(socket))?;
+            let event = datagram_socket::MessageReceivedEvent {
+                socket_tag: tag,
+                socket,
+                message,
+            };
+            instance
+                .sockhost_sockets_handlers()
+                .call_message_received(&mut store, &event)
+                .await
+        };
+        let idle = self.limits.idle_timeout;
+        let result = tokio::time::timeout(idle, call).await.unwrap_or_else(|_| {
+            Err(wasmtime::format_err!(
+                "the handler ran for {idle:?} and was stopped"
+            ))
+        });
+        if result.is_ok() {
+            let mut idle_handlers = self
+                .idle_datagram_handlers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            if idle_handlers.len() < DATAGRAM_INSTANCES {
+                idle_handlers.push((store, instance));
+            }
+        }
+        result
+    }
+
     /// Runs one event's handler in a fresh instance, within the limits.
     async fn handle(
         &self,
@@ -281,6 +347,18 @@ impl App {
         events: Option<WeakEventSender>,
         event: SocketEvent,
     ) -> wasmtime::Result<()> {
+        let event = match event {
+            SocketEvent::MessageReceived {
+                tag,
+                socket,
+                message,
+            } => {
+                return self
+                    .handle_datagram(service, events, tag, socket, message)
+                    .await;
+            }
+            other => other,
+        };
         let mut store = self.store(events, Some(self.limits.cpu_limit));
         let link = match &event {
             SocketEvent::ConnectionReceived { socket, .. } => {

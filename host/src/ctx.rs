@@ -157,6 +157,11 @@ impl SocketsCtx {
         &self.ports
     }
 
+    /// Replaces the events channel (a reused handler instance gets its new event's).
+    pub(crate) fn set_events(&mut self, events: Option<WeakEventSender>) {
+        self.events = events;
+    }
+
     /// A sender for events, or `not-supported` when the component has no handlers.
     pub fn event_sender(&self) -> Result<EventSender, SocketError> {
         self.events

@@ -33,6 +33,8 @@ pub struct HostState {
     pub(crate) wasi: WasiCtx,
     pub(crate) table: ResourceTable,
     pub(crate) sockets: SocketsCtx,
+    /// Epoch ticks the instance has spent executing wasm since it was (re)used.
+    pub(crate) cpu_ticks: u64,
 }
 
 impl WasiView for HostState {
@@ -226,6 +228,7 @@ impl Runtime {
             ports: self.ports.clone(),
             limits: self.limits.clone(),
             broker: Arc::default(),
+            idle_datagram_handlers: Default::default(),
         };
         let (shutdown, requested) = watch::channel(None);
         RunningApp {
