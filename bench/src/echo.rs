@@ -20,13 +20,40 @@ pub struct Measured {
     pub p99_us: f64,
 }
 
-fn percentiles(mut samples: Vec<Duration>) -> (f64, f64) {
+/// Round trips per second and their median and 99th percentile latencies.
+fn latencies(mut samples: Vec<Duration>, time: Duration) -> Measured {
+    let rate = samples.len() as f64 / time.as_secs_f64();
     if samples.is_empty() {
-        return (0.0, 0.0);
+        return Measured::default();
     }
     samples.sort();
     let at = |q: f64| samples[((samples.len() as f64 - 1.0) * q) as usize].as_secs_f64() * 1e6;
-    (at(0.5), at(0.99))
+    Measured {
+        rate,
+        p50_us: at(0.5),
+        p99_us: at(0.99),
+    }
+}
+
+/// Runs `count` clients until `time` has passed (each checks `stop` between operations) and
+/// collects what each returns.
+async fn clients_for<T, F, Fut>(count: usize, time: Duration, client: F) -> anyhow::Result<Vec<T>>
+where
+    T: Send + 'static,
+    F: Fn(usize, Arc<AtomicBool>) -> Fut,
+    Fut: Future<Output = anyhow::Result<T>> + Send + 'static,
+{
+    let stop = Arc::new(AtomicBool::new(false));
+    let tasks: Vec<_> = (0..count)
+        .map(|i| tokio::spawn(client(i, stop.clone())))
+        .collect();
+    tokio::time::sleep(time).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut results = Vec::with_capacity(count);
+    for task in tasks {
+        results.push(task.await??);
+    }
+    Ok(results)
 }
 
 /// `connections` clients each send `size` bytes and wait for them back, for `time`.
@@ -36,39 +63,23 @@ pub async fn tcp_ping_pong(
     size: usize,
     time: Duration,
 ) -> anyhow::Result<Measured> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for c in 0..connections {
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut stream = TcpStream::connect(addr).await?;
-            stream.set_nodelay(true)?;
-            let message: Vec<u8> = (0..size).map(|i| (i + c) as u8).collect();
-            let mut back = vec![0u8; size];
-            let mut samples = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                stream.write_all(&message).await?;
-                stream.read_exact(&mut back).await?;
-                anyhow::ensure!(back == message, "echo mismatch");
-                samples.push(started.elapsed());
-            }
-            anyhow::Ok(samples)
-        }));
-    }
-    tokio::time::sleep(time).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut samples = Vec::new();
-    for task in tasks {
-        samples.extend(task.await??);
-    }
-    let rate = samples.len() as f64 / time.as_secs_f64();
-    let (p50_us, p99_us) = percentiles(samples);
-    Ok(Measured {
-        rate,
-        p50_us,
-        p99_us,
+    let samples = clients_for(connections, time, |c, stop| async move {
+        let mut stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        let message: Vec<u8> = (0..size).map(|i| (i + c) as u8).collect();
+        let mut back = vec![0u8; size];
+        let mut samples = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            stream.write_all(&message).await?;
+            stream.read_exact(&mut back).await?;
+            anyhow::ensure!(back == message, "echo mismatch");
+            samples.push(started.elapsed());
+        }
+        anyhow::Ok(samples)
     })
+    .await?;
+    Ok(latencies(samples.concat(), time))
 }
 
 /// `connections` clients each stream 64 KiB writes and read the echo back, for `time`;
@@ -78,53 +89,44 @@ pub async fn tcp_bulk(
     connections: usize,
     time: Duration,
 ) -> anyhow::Result<Measured> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for c in 0..connections {
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let stream = TcpStream::connect(addr).await?;
-            let (mut read, mut write) = stream.into_split();
-            let chunk: Vec<u8> = (0..65536).map(|i| ((i * 7 + c) % 251) as u8).collect();
-            let writer = {
-                let (stop, chunk) = (stop.clone(), chunk.clone());
-                tokio::spawn(async move {
-                    let mut sent = 0u64;
-                    while !stop.load(Ordering::Relaxed) {
-                        write.write_all(&chunk).await?;
-                        sent += chunk.len() as u64;
-                    }
-                    write.shutdown().await?;
-                    anyhow::Ok(sent)
-                })
-            };
-            let mut received = 0u64;
-            let mut buf = vec![0u8; 65536];
-            loop {
-                let n = read.read(&mut buf).await?;
-                if n == 0 {
-                    break;
-                }
-                for (i, byte) in buf[..n].iter().enumerate() {
-                    let at = (received as usize + i) % chunk.len();
-                    anyhow::ensure!(*byte == chunk[at], "bulk echo mismatch");
-                }
-                received += n as u64;
-            }
-            let sent = writer.await??;
-            anyhow::ensure!(sent == received, "sent {sent} bytes, {received} came back");
-            anyhow::Ok(received)
-        }));
-    }
     let started = Instant::now();
-    tokio::time::sleep(time).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut total = 0u64;
-    for task in tasks {
-        total += task.await??;
-    }
+    let received = clients_for(connections, time, |c, stop| async move {
+        let stream = TcpStream::connect(addr).await?;
+        let (mut read, mut write) = stream.into_split();
+        let chunk: Vec<u8> = (0..65536).map(|i| ((i * 7 + c) % 251) as u8).collect();
+        let writer = {
+            let chunk = chunk.clone();
+            tokio::spawn(async move {
+                let mut sent = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    write.write_all(&chunk).await?;
+                    sent += chunk.len() as u64;
+                }
+                write.shutdown().await?;
+                anyhow::Ok(sent)
+            })
+        };
+        let mut received = 0u64;
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = read.read(&mut buf).await?;
+            if n == 0 {
+                break;
+            }
+            for (i, byte) in buf[..n].iter().enumerate() {
+                let at = (received as usize + i) % chunk.len();
+                anyhow::ensure!(*byte == chunk[at], "bulk echo mismatch");
+            }
+            received += n as u64;
+        }
+        let sent = writer.await??;
+        anyhow::ensure!(sent == received, "sent {sent} bytes, {received} came back");
+        anyhow::Ok(received)
+    })
+    .await?;
+    let megabytes = received.iter().sum::<u64>() as f64 / 1e6;
     Ok(Measured {
-        rate: total as f64 / 1e6 / started.elapsed().as_secs_f64(),
+        rate: megabytes / started.elapsed().as_secs_f64(),
         ..Measured::default()
     })
 }
@@ -136,75 +138,48 @@ pub async fn udp_ping_pong(
     size: usize,
     time: Duration,
 ) -> anyhow::Result<Measured> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for c in 0..sockets {
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let socket = UdpSocket::bind("127.0.0.1:0").await?;
-            socket.connect(addr).await?;
-            let message: Vec<u8> = (0..size).map(|i| (i + c) as u8).collect();
-            let mut back = vec![0u8; size + 1];
-            let mut samples = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                let started = Instant::now();
-                socket.send(&message).await?;
-                // A lost datagram is retried after 100 ms rather than ending the run.
-                match tokio::time::timeout(Duration::from_millis(100), socket.recv(&mut back)).await
-                {
-                    Ok(n) => {
-                        anyhow::ensure!(back[..n?] == message[..], "datagram echo mismatch");
-                        samples.push(started.elapsed());
-                    }
-                    Err(_) => continue,
-                }
+    let samples = clients_for(sockets, time, |c, stop| async move {
+        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        socket.connect(addr).await?;
+        let message: Vec<u8> = (0..size).map(|i| (i + c) as u8).collect();
+        let mut back = vec![0u8; size + 1];
+        let mut samples = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let started = Instant::now();
+            socket.send(&message).await?;
+            // A lost datagram is retried after 100 ms rather than ending the run.
+            if let Ok(received) =
+                tokio::time::timeout(Duration::from_millis(100), socket.recv(&mut back)).await
+            {
+                anyhow::ensure!(back[..received?] == message[..], "datagram echo mismatch");
+                samples.push(started.elapsed());
             }
-            anyhow::Ok(samples)
-        }));
-    }
-    tokio::time::sleep(time).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut samples = Vec::new();
-    for task in tasks {
-        samples.extend(task.await??);
-    }
-    let rate = samples.len() as f64 / time.as_secs_f64();
-    let (p50_us, p99_us) = percentiles(samples);
-    Ok(Measured {
-        rate,
-        p50_us,
-        p99_us,
+        }
+        anyhow::Ok(samples)
     })
+    .await?;
+    Ok(latencies(samples.concat(), time))
 }
 
 /// `parallel` loops each connect, echo 16 bytes and close, for `time`; connections per second.
 pub async fn churn(addr: SocketAddr, parallel: usize, time: Duration) -> anyhow::Result<Measured> {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..parallel {
-        let stop = stop.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut count = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let mut stream = TcpStream::connect(addr).await?;
-                stream.set_nodelay(true)?;
-                stream.write_all(b"0123456789abcdef").await?;
-                let mut back = [0u8; 16];
-                stream.read_exact(&mut back).await?;
-                anyhow::ensure!(&back == b"0123456789abcdef", "churn echo mismatch");
-                count += 1;
-            }
-            anyhow::Ok(count)
-        }));
-    }
-    tokio::time::sleep(time).await;
-    stop.store(true, Ordering::Relaxed);
-    let mut total = 0u64;
-    for task in tasks {
-        total += task.await??;
-    }
+    let counts = clients_for(parallel, time, |_, stop| async move {
+        let mut count = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let mut stream = TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            stream.write_all(b"0123456789abcdef").await?;
+            let mut back = [0u8; 16];
+            stream.read_exact(&mut back).await?;
+            anyhow::ensure!(&back == b"0123456789abcdef", "churn echo mismatch");
+            count += 1;
+        }
+        anyhow::Ok(count)
+    })
+    .await?;
+    let rate = counts.iter().sum::<u64>() as f64 / time.as_secs_f64();
     Ok(Measured {
-        rate: total as f64 / time.as_secs_f64(),
+        rate,
         ..Measured::default()
     })
 }

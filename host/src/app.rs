@@ -407,21 +407,8 @@ impl App {
                     };
                     handlers.call_socket_activity(&mut store, &event).await
                 }
-                SocketEvent::MessageReceived {
-                    tag,
-                    socket,
-                    message,
-                } => {
-                    let mut view = store.data_mut().sockets();
-                    let message = view.push_message(message)?;
-                    let socket = view.table.push(DatagramSocket::shared(socket))?;
-                    let event = datagram_socket::MessageReceivedEvent {
-                        socket_tag: tag,
-                        socket,
-                        message,
-                    };
-                    handlers.call_message_received(&mut store, &event).await
-                }
+                // Datagrams were routed to `handle_datagram` above.
+                SocketEvent::MessageReceived { .. } => Ok(()),
             }
         };
         let idle = self.limits.idle_timeout;
