@@ -101,3 +101,19 @@ pub fn read_line(input: &InputStream, buffer: &mut Vec<u8>) -> Result<Option<Str
         }
     }
 }
+
+/// Echoes everything read from `input` back to `output` until the peer closes (RFC 862).
+/// Returns the socket error that ended it early, if any.
+pub fn echo_until_closed(input: &InputStream, output: &OutputStream) -> Option<SocketError> {
+    loop {
+        let failure = match input.blocking_read(64 * 1024) {
+            Ok(data) => match send_all(output, &data) {
+                Ok(()) => continue,
+                Err(e) => e,
+            },
+            Err(StreamError::Closed) => return None,
+            Err(e) => e,
+        };
+        return stream_error(&failure);
+    }
+}

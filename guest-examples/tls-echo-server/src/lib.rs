@@ -28,11 +28,10 @@ mod bindings {
 use bindings::exports::sockhost::sockets::handlers::Guest as Handlers;
 use bindings::exports::wasi::cli::run::Guest as Run;
 use sockhost_guest::datagram_socket::MessageReceivedEvent;
+use sockhost_guest::describe;
 use sockhost_guest::socket_activity::SocketActivityEvent;
 use sockhost_guest::stream_socket_listener::{ConnectionReceivedEvent, StreamSocketListener};
 use sockhost_guest::types::SocketProtectionLevel;
-use sockhost_guest::wasi::io::streams::StreamError;
-use sockhost_guest::{describe, send_all};
 
 /// The component: `run` binds a TLS listener, `connection-received` echoes.
 struct TlsEchoServer;
@@ -91,21 +90,8 @@ impl Handlers for TlsEchoServer {
         let (Ok(input), Ok(output)) = (socket.input_stream(), socket.output_stream()) else {
             return;
         };
-        loop {
-            match input.blocking_read(64 * 1024) {
-                Ok(data) => {
-                    if send_all(&output, &data).is_err() {
-                        break;
-                    }
-                }
-                Err(StreamError::Closed) => break,
-                Err(e) => {
-                    if let Some(error) = sockhost_guest::stream_error(&e) {
-                        eprintln!("tls-echo-server: {}", describe(&error));
-                    }
-                    break;
-                }
-            }
+        if let Some(error) = sockhost_guest::echo_until_closed(&input, &output) {
+            eprintln!("tls-echo-server: {}", describe(&error));
         }
         drop((input, output));
         let _ = socket.close();
