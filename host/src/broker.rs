@@ -137,6 +137,11 @@ impl Broker {
         Ok(())
     }
 
+    /// Whether a socket is brokered under `id`.
+    pub fn contains(&self, id: &str) -> bool {
+        self.lock().contains_key(id)
+    }
+
     /// The brokered sockets, for `all-sockets`.
     pub fn list(&self) -> Vec<SocketActivityInformation> {
         let mut list: Vec<_> = self

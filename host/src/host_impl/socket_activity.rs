@@ -38,7 +38,8 @@ impl SocketsCtxView<'_> {
             Ok(events) => events,
             Err(e) => return ok(Err(e)),
         };
-        if self.ctx.broker().list().iter().any(|s| s.id == id) {
+        // Checked before the socket leaves the guest's resource, so a refusal loses nothing.
+        if self.ctx.broker().contains(&id) {
             return ok(Err(invalid_argument(format!(
                 "a brokered socket is already named {id:?}"
             ))));

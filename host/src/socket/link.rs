@@ -314,6 +314,9 @@ impl Sink for TcpSink {
 pub struct TcpInput {
     link: Arc<Link>,
     closed: bool,
+    /// Decrypted bytes land here first (rustls wants an initialized buffer); zero-filled
+    /// once, reused by every TLS read.
+    scratch: Vec<u8>,
 }
 
 impl TcpInput {
@@ -322,6 +325,7 @@ impl TcpInput {
         Self {
             link,
             closed: false,
+            scratch: Vec::new(),
         }
     }
 
@@ -332,17 +336,19 @@ impl TcpInput {
 
     fn read_tls(&mut self, tls: &TlsSession, size: usize) -> StreamResult<Bytes> {
         let mut conn = tls.lock();
-        let mut buf = vec![0; size.min(MAX_READ)];
+        let want = size.min(MAX_READ);
+        if self.scratch.len() < want {
+            self.scratch.resize(want, 0);
+        }
         loop {
-            match conn.reader().read(&mut buf) {
+            match conn.reader().read(&mut self.scratch[..want]) {
                 Ok(0) if size > 0 => {
                     self.closed = true;
                     return Err(StreamError::Closed);
                 }
                 Ok(n) => {
                     self.link.touch();
-                    buf.truncate(n);
-                    return Ok(buf.into());
+                    return Ok(Bytes::copy_from_slice(&self.scratch[..n]));
                 }
                 // The peer closed without close_notify: the end of the stream all the same.
                 Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
