@@ -19,11 +19,12 @@
 //! `--seconds S` sets each case's duration (default 3), `--quick` runs everything short
 //! (about a minute in all), `--json PATH` writes the results as JSON.
 
+use sockhost::runtime::{HandlerLimits, Runtime};
 use sockhost::tls::TlsConfig;
 use sockhost_tests::pki::{Ca, client_config, native_tls_echo, server_config};
 use sockhost_tests::{
     TCP_ECHO_SERVER, TLS_ECHO_CLIENT, Transport, UDP_ECHO_SERVER, loopback_policy, native_tcp_echo,
-    run, runtime, start,
+    run, runtime, start, start_program,
 };
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -34,6 +35,8 @@ mod echo;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The idle case holds 10,000 connections, a file each, at both ends.
+    sockhost::raise_open_file_limit()?;
     let mut cases = Vec::new();
     let mut rounds = 300u32;
     let mut idle = 10_000usize;
@@ -375,8 +378,17 @@ async fn server_memory_per_connection(addr: SocketAddr, count: usize) -> anyhow:
 
 async fn idle_memory(count: usize) -> anyhow::Result<()> {
     let native = server_memory_per_connection(native_tcp_echo().await, count).await?;
-    let runtime = runtime(loopback_policy());
-    let server = start(&runtime, TCP_ECHO_SERVER, &["0"]);
+    // A runtime of its own whose instance pool holds a handler per connection.
+    let limits = HandlerLimits {
+        max_concurrent: count + 16,
+        ..HandlerLimits::default()
+    };
+    let runtime = Runtime::with_limits(loopback_policy(), limits)?;
+    let server = start_program(
+        &runtime,
+        &runtime.load_file(TCP_ECHO_SERVER.as_ref())?,
+        &["0"],
+    );
     let port = server.bound(Transport::Tcp).await.port();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse()?;
     churn(addr, 10).await?;

@@ -45,7 +45,7 @@ mod sys;
 pub mod tls;
 
 pub use ctx::{SocketsCtx, SocketsCtxView, SocketsView};
-pub use sys::inherited_listeners;
+pub use sys::{inherited_listeners, raise_open_file_limit};
 
 use wasmtime::component::{HasData, Linker};
 

@@ -199,6 +199,11 @@ fn main() -> ExitCode {
         },
         Command::Demo => Vec::new(),
     };
+    // Every connection is a file: a soft limit of 1,024 would cap a server far below
+    // --max-handlers.
+    if let Err(e) = sockhost::raise_open_file_limit() {
+        tracing::warn!("cannot raise the open-file limit: {e}");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -231,20 +236,18 @@ async fn run(
     inherited: Vec<(String, Arc<std::net::TcpListener>)>,
 ) -> anyhow::Result<ExitCode> {
     let tls = args.tls.config()?;
-    let mut runtime = Runtime::new(args.network.policy())
-        .map_err(anyhow::Error::from)?
-        .with_tls(tls);
-    let most = sockhost::runtime::INSTANCE_SLOTS as usize - 64;
+    let most = sockhost::runtime::MAX_HANDLERS;
     if args.max_handlers == 0 || args.max_handlers > most {
-        anyhow::bail!(
-            "--max-handlers must be between 1 and {most} (the instance pool's size less room for apps)"
-        );
+        anyhow::bail!("--max-handlers must be between 1 and {most}");
     }
-    runtime.set_limits(HandlerLimits {
+    let limits = HandlerLimits {
         max_concurrent: args.max_handlers,
         idle_timeout: seconds(args.idle_timeout, "--idle-timeout")?,
         cpu_limit: seconds(args.cpu_limit, "--cpu-limit")?,
-    });
+    };
+    let runtime = Runtime::with_limits(args.network.policy(), limits)
+        .map_err(anyhow::Error::from)?
+        .with_tls(tls);
     let grace = seconds(args.shutdown_grace, "--shutdown-grace")?;
     let program = runtime
         .load_file(&args.component)

@@ -1,7 +1,8 @@
-//! The two socket options that socket2 does not wrap: TCP_INFO and IP_MTU_DISCOVER.
+//! What socket2 does not wrap: the TCP_INFO and IP_MTU_DISCOVER options, inherited listening
+//! sockets, and the open-file limit.
 #![allow(
     unsafe_code,
-    reason = "getsockopt/setsockopt on a borrowed, open socket"
+    reason = "getsockopt/setsockopt on borrowed, open sockets; getrlimit/setrlimit"
 )]
 
 use std::io;
@@ -117,4 +118,26 @@ pub fn inherited_listeners(force: bool) -> io::Result<Vec<(String, std::net::Tcp
         listeners.push((name, std::net::TcpListener::from(socket)));
     }
     Ok(listeners)
+}
+
+/// Raises this process's soft limit on open files to its hard limit, so that a server can hold
+/// as many connections as the administrator allows (every connection is a file, and the soft
+/// limit is often 1,024), and returns the new soft limit.
+pub fn raise_open_file_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid rlimit for the call to fill.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: `limit` is a valid rlimit that outlives the call.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(limit.rlim_cur)
 }

@@ -59,6 +59,14 @@ fn usage_mistakes_are_one_line() {
         2,
         "many",
     );
+    let wasm = sockhost_guests::WASI_COMMAND;
+    for count in ["0", "10241"] {
+        assert_one_line_error(
+            &sockhost(&["run", "--max-handlers", count, wasm]),
+            1,
+            "--max-handlers must be between 1 and 10240",
+        );
+    }
 }
 
 #[test]

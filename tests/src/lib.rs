@@ -126,6 +126,12 @@ impl Started {
 
 /// Starts a guest with `args`, capturing its output.
 pub fn start(runtime: &Runtime, guest: &str, args: &[&str]) -> Started {
+    start_program(runtime, &program(runtime, guest), args)
+}
+
+/// Starts a program loaded by `runtime` (for runtimes other than [`runtime`]'s, whose
+/// programs [`start`] caches) with `args`, capturing its output.
+pub fn start_program(runtime: &Runtime, program: &Program, args: &[&str]) -> Started {
     let stdout = MemoryOutputPipe::new(1 << 20);
     let stderr = MemoryOutputPipe::new(1 << 20);
     let options = RunOptions {
@@ -134,7 +140,7 @@ pub fn start(runtime: &Runtime, guest: &str, args: &[&str]) -> Started {
         stderr: Some(stderr.clone()),
         ..RunOptions::default()
     };
-    let app = runtime.start(&program(runtime, guest), options);
+    let app = runtime.start(program, options);
     Started {
         app,
         stdout,

@@ -84,6 +84,38 @@ async fn thirty_two_connections_one_stalled() {
     server.app.stop();
 }
 
+/// A runtime made for more handlers than the default 1,024 holds that many connections at
+/// once, each with its own live instance: every one of 1,100 echoes again after all are open.
+#[tokio::test(flavor = "multi_thread")]
+async fn more_connections_than_the_default_limit_are_held() {
+    const HELD: usize = 1100;
+    sockhost::raise_open_file_limit().unwrap();
+    let limits = HandlerLimits {
+        max_concurrent: HELD + 8,
+        ..HandlerLimits::default()
+    };
+    let runtime = sockhost::runtime::Runtime::with_limits(loopback_policy(), limits).unwrap();
+    let program = runtime.load_file(TCP_ECHO_SERVER.as_ref()).unwrap();
+    let server = start_program(&runtime, &program, &["0"]);
+    let port = server.bound(Transport::Tcp).await.port();
+    let mut held = Vec::with_capacity(HELD);
+    for i in 0..HELD {
+        let mut stream = connect(port).await;
+        assert_eq!(
+            echo_line(&mut stream, &format!("open {i}")).await,
+            format!("open {i}")
+        );
+        held.push(stream);
+    }
+    for (i, stream) in held.iter_mut().enumerate() {
+        assert_eq!(
+            echo_line(stream, &format!("again {i}")).await,
+            format!("again {i}")
+        );
+    }
+    server.app.stop();
+}
+
 /// A handler that traps loses only its own connection.
 #[tokio::test(flavor = "multi_thread")]
 async fn trapping_handler_loses_only_its_connection() {
@@ -109,10 +141,12 @@ async fn trapping_handler_loses_only_its_connection() {
 #[tokio::test(flavor = "multi_thread")]
 async fn looping_handler_hits_the_cpu_limit() {
     let mut runtime = runtime(loopback_policy());
-    runtime.set_limits(HandlerLimits {
-        cpu_limit: Duration::from_millis(300),
-        ..HandlerLimits::default()
-    });
+    runtime
+        .set_limits(HandlerLimits {
+            cpu_limit: Duration::from_millis(300),
+            ..HandlerLimits::default()
+        })
+        .unwrap();
     let server = start(&runtime, HANDLER_PROBE, &["0"]);
     let port = server.bound(Transport::Tcp).await.port();
     let mut spinner = connect(port).await;
@@ -139,10 +173,12 @@ async fn looping_handler_hits_the_cpu_limit() {
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_connection_is_closed() {
     let mut runtime = runtime(loopback_policy());
-    runtime.set_limits(HandlerLimits {
-        idle_timeout: Duration::from_millis(500),
-        ..HandlerLimits::default()
-    });
+    runtime
+        .set_limits(HandlerLimits {
+            idle_timeout: Duration::from_millis(500),
+            ..HandlerLimits::default()
+        })
+        .unwrap();
     let server = start(&runtime, HANDLER_PROBE, &["0"]);
     let port = server.bound(Transport::Tcp).await.port();
     let mut idle = connect(port).await;
