@@ -1,11 +1,12 @@
-//! What socket2 does not wrap: the TCP_INFO and IP_MTU_DISCOVER options, inherited listening
-//! sockets, and the open-file limit.
+//! What socket2 does not wrap: the TCP_INFO and IP_MTU_DISCOVER options, sendmmsg, inherited
+//! listening sockets, and the open-file limit.
 #![allow(
     unsafe_code,
-    reason = "getsockopt/setsockopt on borrowed, open sockets; getrlimit/setrlimit"
+    reason = "getsockopt/setsockopt/sendmmsg on borrowed, open sockets; getrlimit/setrlimit"
 )]
 
 use std::io;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Round-trip times of a TCP connection in microseconds: (smoothed, variance, minimum).
@@ -62,6 +63,65 @@ pub fn set_dont_fragment(fd: BorrowedFd<'_>, ipv6: bool, on: bool) -> io::Result
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// The most datagrams one `sendmmsg` call takes (the kernel's UIO_MAXIOV).
+pub const MAX_BATCH: usize = 1024;
+
+/// Sends the first datagrams of `datagrams` (at most [`MAX_BATCH`]) in one `sendmmsg(2)`
+/// call, each to `dest` or, for `None`, to the connected peer; returns how many the kernel
+/// took. An error means the first one was not sent.
+pub fn send_datagrams<'a>(
+    fd: BorrowedFd<'_>,
+    datagrams: impl IntoIterator<Item = &'a [u8]>,
+    dest: Option<SocketAddr>,
+) -> io::Result<usize> {
+    let dest = dest.map(socket2::SockAddr::from);
+    let (name, name_len) = match &dest {
+        Some(addr) => (addr.as_ptr().cast_mut().cast(), addr.len()),
+        None => (std::ptr::null_mut(), 0),
+    };
+    let mut iovecs: Vec<libc::iovec> = datagrams
+        .into_iter()
+        .take(MAX_BATCH)
+        .map(|datagram| libc::iovec {
+            iov_base: datagram.as_ptr().cast_mut().cast(),
+            iov_len: datagram.len(),
+        })
+        .collect();
+    if iovecs.is_empty() {
+        return Ok(0);
+    }
+    let mut headers: Vec<libc::mmsghdr> = iovecs
+        .iter_mut()
+        .map(|iovec| {
+            // SAFETY: msghdr is plain data; all-zero is a valid (empty) value.
+            let mut header: libc::msghdr = unsafe { std::mem::zeroed() };
+            header.msg_name = name;
+            header.msg_namelen = name_len;
+            header.msg_iov = iovec;
+            header.msg_iovlen = 1;
+            libc::mmsghdr {
+                msg_hdr: header,
+                msg_len: 0,
+            }
+        })
+        .collect();
+    // SAFETY: every header points at one iovec in `iovecs` and at `dest`, which outlive the
+    // call; the iovecs point into the borrowed datagrams; the fd is open for the borrow. The
+    // kernel only reads them (and writes `msg_len`).
+    let sent = unsafe {
+        libc::sendmmsg(
+            fd.as_raw_fd(),
+            headers.as_mut_ptr(),
+            headers.len() as libc::c_uint,
+            libc::MSG_NOSIGNAL,
+        )
+    };
+    if sent < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(sent as usize)
 }
 
 /// The listening sockets handed over by systemd-style socket activation: `LISTEN_FDS`

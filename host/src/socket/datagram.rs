@@ -14,6 +14,8 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use wasmtime_wasi_io::poll::Pollable;
 
@@ -292,6 +294,7 @@ impl DatagramSocket {
             shared: bound.shared.clone(),
             dest: None,
             shown: dest,
+            send_calls: AtomicU64::new(0),
         }));
         Ok(())
     }
@@ -318,6 +321,7 @@ impl DatagramSocket {
             shared: bound.shared.clone(),
             dest: Some(target),
             shown: dest,
+            send_calls: AtomicU64::new(0),
         }))
     }
 
@@ -550,17 +554,31 @@ pub struct UdpSink {
     dest: Option<SocketAddr>,
     /// The destination as the guest named it, for messages.
     shown: SocketAddr,
+    /// How many send system calls this sink made (for tests and benchmarks).
+    send_calls: AtomicU64,
+}
+
+impl UdpSink {
+    /// How many `sendmmsg` calls this sink has made.
+    pub fn send_calls(&self) -> u64 {
+        self.send_calls.load(Ordering::Relaxed)
+    }
 }
 
 #[async_trait::async_trait]
 impl Sink for UdpSink {
     fn try_send(&self, queue: &mut Queue) -> io::Result<()> {
-        while let Some(datagram) = queue.buffers.front() {
-            match self.dest {
-                Some(dest) => self.shared.socket.try_send_to(datagram, dest)?,
-                None => self.shared.socket.try_send(datagram)?,
-            };
-            queue.pop();
+        // A batch of writes leaves in one sendmmsg call per 1,024 datagrams, not one call each.
+        while !queue.buffers.is_empty() {
+            let socket = &self.shared.socket;
+            let sent = socket.try_io(Interest::WRITABLE, || {
+                let datagrams = queue.buffers.iter().map(|b| &b[..]);
+                crate::sys::send_datagrams(socket.as_fd(), datagrams, self.dest)
+            })?;
+            self.send_calls.fetch_add(1, Ordering::Relaxed);
+            for _ in 0..sent {
+                queue.pop();
+            }
         }
         Ok(())
     }
@@ -575,5 +593,49 @@ impl Sink for UdpSink {
 
     fn describe(&self) -> String {
         format!("send to {}", self.shown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ctx::PortRegistry;
+    use bytes::Bytes;
+    use wasmtime_wasi_io::streams::OutputStream;
+
+    /// The seed's batched send on a datagram output stream: 256 writes and one flush leave in
+    /// one `sendmmsg` call, and arrive as 256 whole datagrams in order.
+    #[tokio::test]
+    async fn batched_datagrams_leave_in_one_sendmmsg_call() {
+        const COUNT: usize = 256;
+        let receiver = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let local = socket.local_addr().unwrap();
+        let shared = Arc::new(SharedUdp {
+            socket,
+            local,
+            _port: Arc::new(PortRegistry::default()).register(1, Transport::Udp, local),
+        });
+        let mut output = BatchWriter::new(UdpSink {
+            shared,
+            dest: Some(receiver.local_addr().unwrap()),
+            shown: receiver.local_addr().unwrap(),
+            send_calls: AtomicU64::new(0),
+        });
+        for i in 0..COUNT {
+            output.write(Bytes::from(vec![i as u8; 64])).unwrap();
+        }
+        output.flush().unwrap();
+        output.wait_flushed().await.unwrap();
+        assert_eq!(output.sink().send_calls(), 1);
+        let mut buf = [0u8; 128];
+        for i in 0..COUNT {
+            let n =
+                tokio::time::timeout(std::time::Duration::from_secs(5), receiver.recv(&mut buf))
+                    .await
+                    .expect("datagram in time")
+                    .unwrap();
+            assert_eq!(&buf[..n], &[i as u8; 64][..], "datagram {i}");
+        }
     }
 }
