@@ -15,6 +15,9 @@
 //! - `echo`: the echo table: TCP ping-pong 64 B and 16 KiB with 1 and 32 connections (round
 //!   trips/s, p50/p99), TCP bulk with 1 and 8 connections (MB/s), UDP ping-pong 64 B with 1
 //!   and 32 sockets, connection churn with 1 and 32 at a time.
+//! - `batch`: the seed's batched send: rounds of 1,000 writes of 64 B, sent by one flush or
+//!   flushed one by one, on a stream socket and a datagram output stream (MB/s), and the
+//!   send system calls per round counted by `strace -c -f` in a child process.
 //!
 //! `--seconds S` sets each case's duration (default 3), `--quick` runs everything short
 //! (about a minute in all), `--json PATH` writes the results as JSON.
@@ -31,6 +34,7 @@ use std::time::Instant;
 use tokio::io::AsyncReadExt;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
+mod batch;
 mod echo;
 
 #[tokio::main]
@@ -41,6 +45,7 @@ async fn main() -> anyhow::Result<()> {
     let mut rounds = 300u32;
     let mut idle = 10_000usize;
     let mut seconds = 3.0f64;
+    let mut batch_rounds = 200usize;
     let mut json = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -67,6 +72,7 @@ async fn main() -> anyhow::Result<()> {
                 seconds = 0.4;
                 rounds = 100;
                 idle = 1000;
+                batch_rounds = 20;
             }
             "--hold" => {
                 let addr = args
@@ -78,6 +84,12 @@ async fn main() -> anyhow::Result<()> {
                     .ok_or_else(|| anyhow::anyhow!("--hold needs ADDR N"))?;
                 return hold_connections(addr.parse()?, count).await;
             }
+            "--batch-child" => {
+                let rest: Vec<String> = args.collect();
+                let (seconds, received) = batch::Workload::parse(&rest)?.run().await?;
+                println!("seconds={seconds} received={received}");
+                return Ok(());
+            }
             "--idle" => {
                 idle = args
                     .next()
@@ -88,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     if cases.is_empty() {
-        cases = ["echo", "connection", "idle", "tls"]
+        cases = ["echo", "batch", "connection", "idle", "tls"]
             .map(String::from)
             .to_vec();
     }
@@ -103,7 +115,10 @@ async fn main() -> anyhow::Result<()> {
             "connection" => connection_cost(rounds.max(1000)).await?,
             "idle" => idle_memory(idle).await?,
             "echo" => echo_cases(time).await?,
-            other => anyhow::bail!("unknown case {other:?} (known: echo, connection, idle, tls)"),
+            "batch" => batch::batch_cases(batch_rounds).await?,
+            other => {
+                anyhow::bail!("unknown case {other:?} (known: echo, batch, connection, idle, tls)")
+            }
         }
     }
     if let Some(path) = json {
@@ -121,6 +136,8 @@ struct Row {
     unit: String,
     guest: echo::Measured,
     native: echo::Measured,
+    /// More JSON fields, for cases that measure more than a rate.
+    extra: Option<String>,
 }
 
 impl Row {
@@ -136,6 +153,11 @@ impl Row {
             self.guest.p99_us,
             self.native.p50_us,
             self.native.p99_us
+        )
+        .replacen(
+            '}',
+            &self.extra.as_ref().map_or("}".into(), |e| format!(", {e}}}")),
+            1,
         )
     }
 }
@@ -169,7 +191,15 @@ fn report_measured(case: &str, unit: &str, guest: echo::Measured, native: echo::
         unit: unit.into(),
         guest,
         native,
+        extra: None,
     });
+}
+
+/// Adds JSON fields to the last row reported.
+fn annotate_last(fields: String) {
+    if let Some(row) = RESULTS.lock().unwrap().last_mut() {
+        row.extra = Some(fields);
+    }
 }
 
 /// The echo table: each case against the guest server and the native server.

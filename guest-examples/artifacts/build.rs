@@ -15,6 +15,7 @@ const EXAMPLES: &[&str] = &[
     "udp-echo-client",
     "tls-echo-server",
     "tls-echo-client",
+    "batch-sender",
 ];
 /// Guests that only the tests run.
 const TEST_GUESTS: &[&str] = &[

@@ -2,7 +2,7 @@
 //! sockets.
 
 use sockhost_tests::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 /// Control values apply before connect, read back from the kernel after, and refuse to
 /// change after connect as UWP's do.
@@ -134,7 +134,8 @@ async fn listener_accept_and_information() {
     );
 }
 
-/// The seed's batched send: 1,000 small writes and one flush arrive whole and in order.
+/// The seed's batched send (the `batch-sender` example): 1,000 small writes and one flush,
+/// three rounds, arrive whole and in order.
 #[tokio::test(flavor = "multi_thread")]
 async fn batched_writes_arrive_whole_and_in_order() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -143,28 +144,45 @@ async fn batched_writes_arrive_whole_and_in_order() {
         let (mut stream, _) = listener.accept().await.unwrap();
         let mut received = Vec::new();
         stream.read_to_end(&mut received).await.unwrap();
-        stream.shutdown().await.unwrap();
         received
     });
-    let (count, size) = (1000usize, 37usize);
-    let output = probe(&[
-        "batch",
-        "127.0.0.1",
-        &port,
-        &count.to_string(),
-        &size.to_string(),
-    ])
-    .await;
+    let runtime = runtime(loopback_policy());
+    let args = ["tcp", "127.0.0.1", &port, "--size", "37", "--rounds", "3"];
+    let output = run(&runtime, BATCH_SENDER, &args).await;
     output.assert_success();
+    assert_eq!(output.value("messages"), Some("3000"), "{output:#?}");
     let received = tokio::time::timeout(TIMEOUT, receiver)
         .await
         .unwrap()
         .unwrap();
-    let expected: Vec<u8> = (0..count)
-        .flat_map(|i| (0..size).map(move |j| (i + j) as u8))
-        .collect();
-    assert_eq!(received.len(), expected.len());
-    assert!(received == expected, "bytes arrived out of order");
+    let round: Vec<u8> = (0..1000).flat_map(|k| [(k % 251) as u8; 37]).collect();
+    assert_eq!(received.len(), 3 * round.len());
+    assert!(received == round.repeat(3), "bytes arrived out of order");
+}
+
+/// Batched writes on a datagram output stream, and a flush after each, are one datagram per
+/// write, whole and in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn batched_datagrams_arrive_whole_and_in_order() {
+    let runtime = runtime(loopback_policy());
+    for each in [false, true] {
+        let receiver = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = receiver.local_addr().unwrap().port().to_string();
+        // 200 small datagrams fit the receive buffer of a receiver that is not reading yet.
+        let mut args = vec!["udp", "127.0.0.1", &port, "--count", "200"];
+        if each {
+            args.push("--each");
+        }
+        run(&runtime, BATCH_SENDER, &args).await.assert_success();
+        let mut buf = [0u8; 128];
+        for k in 0..200 {
+            let n = tokio::time::timeout(TIMEOUT, receiver.recv(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(&buf[..n], &[k as u8; 64][..], "datagram {k}, each={each}");
+        }
+    }
 }
 
 /// Each write on a connected datagram output stream is one datagram.

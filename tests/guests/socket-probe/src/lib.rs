@@ -52,12 +52,6 @@ impl Run for SocketProbe {
             "endpoint-pairs" => endpoint_pairs(arg(1), arg(2)),
             "control" => control(arg(1), arg(2)),
             "read-until-error" => read_until_error(arg(1), arg(2)),
-            "batch" => batch(
-                arg(1),
-                arg(2),
-                arg(3).parse().unwrap_or(0),
-                arg(4).parse().unwrap_or(0),
-            ),
             "listen" => listen(arg(1)),
             "accept-info" => accept_info(),
             "send-udp" => send_udp(arg(1), arg(2), arg(3).parse().unwrap_or(0)),
@@ -228,27 +222,6 @@ fn read_until_error(host: &str, service: &str) -> Outcome {
         }
     }
     println!("read=never-failed");
-    Ok(())
-}
-
-fn batch(host: &str, service: &str, count: usize, size: usize) -> Outcome {
-    let socket = StreamSocket::new();
-    socket.connect(
-        &HostName::parse(host)?,
-        service,
-        SocketProtectionLevel::PlainSocket,
-    )?;
-    let output = socket.output_stream()?;
-    let failed = |e: StreamError| stream_error(&e).expect("socket error");
-    // The seed's batched send: every write queued without waiting, then one flush.
-    for i in 0..count {
-        let buffer: Vec<u8> = (0..size).map(|j| (i + j) as u8).collect();
-        write_all(&output, &buffer).map_err(failed)?;
-    }
-    output.blocking_flush().map_err(failed)?;
-    drop(output);
-    socket.close()?;
-    println!("sent={}", count * size);
     Ok(())
 }
 
