@@ -19,6 +19,7 @@
 //!   flushed one by one, on a stream socket and a datagram output stream (MB/s), and the
 //!   send system calls per round counted by `strace -c -f` in a child process.
 //!
+//! `--only TEXT` keeps the echo cases whose names contain TEXT (`--only udp`).
 //! `--seconds S` sets each case's duration (default 3), `--quick` runs everything short
 //! (about a minute in all), `--json PATH` writes the results as JSON.
 
@@ -46,6 +47,7 @@ async fn main() -> anyhow::Result<()> {
     let mut idle = 10_000usize;
     let mut seconds = 3.0f64;
     let mut batch_rounds = 200usize;
+    let mut only = String::new();
     let mut json = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -90,6 +92,11 @@ async fn main() -> anyhow::Result<()> {
                 println!("seconds={seconds} received={received}");
                 return Ok(());
             }
+            "--only" => {
+                only = args
+                    .next()
+                    .ok_or_else(|| anyhow::anyhow!("--only needs part of a case name"))?
+            }
             "--idle" => {
                 idle = args
                     .next()
@@ -114,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
             "tls" => tls_handshakes(rounds).await?,
             "connection" => connection_cost(rounds.max(1000)).await?,
             "idle" => idle_memory(idle).await?,
-            "echo" => echo_cases(time).await?,
+            "echo" => echo_cases(time, &only).await?,
             "batch" => batch::batch_cases(batch_rounds).await?,
             other => {
                 anyhow::bail!("unknown case {other:?} (known: echo, batch, connection, idle, tls)")
@@ -203,7 +210,7 @@ fn annotate_last(fields: String) {
 }
 
 /// The echo table: each case against the guest server and the native server.
-async fn echo_cases(time: std::time::Duration) -> anyhow::Result<()> {
+async fn echo_cases(time: std::time::Duration, only: &str) -> anyhow::Result<()> {
     let runtime = runtime(loopback_policy());
     let tcp_guest = start(&runtime, TCP_ECHO_SERVER, &["0"]);
     let udp_guest = start(&runtime, UDP_ECHO_SERVER, &["0"]);
@@ -217,44 +224,40 @@ async fn echo_cases(time: std::time::Duration) -> anyhow::Result<()> {
         sockhost_tests::native_udp_echo().await,
     );
     for (connections, size) in [(1, 64), (32, 64), (1, 16384), (32, 16384)] {
+        let case = format!("tcp ping-pong {size} B x{connections}");
+        if !case.contains(only) {
+            continue;
+        }
         let guest = echo::tcp_ping_pong(tcp.0, connections, size, time).await?;
         let native = echo::tcp_ping_pong(tcp.1, connections, size, time).await?;
-        report_measured(
-            &format!("tcp ping-pong {size} B x{connections}"),
-            "round trips/s",
-            guest,
-            native,
-        );
+        report_measured(&case, "round trips/s", guest, native);
     }
     for connections in [1, 8] {
+        let case = format!("tcp bulk x{connections}");
+        if !case.contains(only) {
+            continue;
+        }
         let guest = echo::tcp_bulk(tcp.0, connections, time).await?;
         let native = echo::tcp_bulk(tcp.1, connections, time).await?;
-        report_measured(
-            &format!("tcp bulk x{connections}"),
-            "MB/s echoed",
-            guest,
-            native,
-        );
+        report_measured(&case, "MB/s echoed", guest, native);
     }
     for sockets in [1, 32] {
+        let case = format!("udp ping-pong 64 B x{sockets}");
+        if !case.contains(only) {
+            continue;
+        }
         let guest = echo::udp_ping_pong(udp.0, sockets, 64, time).await?;
         let native = echo::udp_ping_pong(udp.1, sockets, 64, time).await?;
-        report_measured(
-            &format!("udp ping-pong 64 B x{sockets}"),
-            "round trips/s",
-            guest,
-            native,
-        );
+        report_measured(&case, "round trips/s", guest, native);
     }
     for parallel in [1, 32] {
+        let case = format!("connection churn x{parallel}");
+        if !case.contains(only) {
+            continue;
+        }
         let guest = echo::churn(tcp.0, parallel, time).await?;
         let native = echo::churn(tcp.1, parallel, time).await?;
-        report_measured(
-            &format!("connection churn x{parallel}"),
-            "connections/s",
-            guest,
-            native,
-        );
+        report_measured(&case, "connections/s", guest, native);
     }
     tcp_guest.app.stop();
     udp_guest.app.stop();

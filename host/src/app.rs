@@ -214,12 +214,14 @@ impl App {
                     let Some(Delivered { event, keep_alive }) = delivered else { break None };
                     let Ok(permit) = limit.clone().acquire_owned().await else { break None };
                     let (app, service) = (app.clone(), service.clone());
-                    handlers.spawn(async move {
+                    // Boxed: the handler's future is a few KiB, which the task would copy
+                    // at each move (spawn, completion) of every event.
+                    handlers.spawn(Box::pin(async move {
                         if let Err(e) = app.handle(&service, Some(keep_alive.downgrade()), event).await {
                             tracing::warn!(app = app.id, error = %e, "handler failed; only its own event is lost");
                         }
                         drop((permit, keep_alive));
-                    });
+                    }));
                 }
                 Some(_) = handlers.join_next(), if !handlers.is_empty() => {}
                 Ok(()) = shutdown.changed() => {

@@ -35,8 +35,14 @@ use sockhost_guest::{describe, send_all};
 /// The component: `run` binds, `message-received` echoes.
 struct UdpEchoServer;
 
-/// The arguments: the service to bind and the optional fixed reply port.
-fn arguments() -> (String, Option<String>) {
+/// The arguments: the service to bind and the optional fixed reply port. Read once per
+/// instance: the host reuses datagram handler instances, and each read is a host call.
+fn arguments() -> &'static (String, Option<String>) {
+    static ARGUMENTS: std::sync::OnceLock<(String, Option<String>)> = std::sync::OnceLock::new();
+    ARGUMENTS.get_or_init(read_arguments)
+}
+
+fn read_arguments() -> (String, Option<String>) {
     let mut service = None;
     let mut reply_port = None;
     let mut args = std::env::args().skip(1);
@@ -71,7 +77,7 @@ impl Run for UdpEchoServer {
 impl Handlers for UdpEchoServer {
     fn message_received(event: MessageReceivedEvent) {
         let message = event.message;
-        let sent = match arguments().1 {
+        let sent = match &arguments().1 {
             None => event
                 .socket
                 .send_to(&message.data, &message.remote_address, &message.remote_port)
@@ -80,7 +86,7 @@ impl Handlers for UdpEchoServer {
                 // As the seed: a new socket, and an output stream to the sender's address.
                 let reply = DatagramSocket::new();
                 reply
-                    .get_output_stream(&message.remote_address, &port)
+                    .get_output_stream(&message.remote_address, port)
                     .map_err(|e| describe(&e))
                     .and_then(|output| {
                         send_all(&output, &message.data).map_err(|e| format!("{e:?}"))
