@@ -79,8 +79,13 @@ pub fn write_all(output: &OutputStream, mut data: &[u8]) -> Result<(), StreamErr
     Ok(())
 }
 
-/// Writes all of `data` and waits until it has been sent.
+/// Writes all of `data` and waits until it has been sent. Up to 4 KiB this is one call into
+/// the host (`blocking-write-and-flush`) instead of three: TCP ping-pong 64 B went from
+/// 0.73 to 0.75-0.79 of native.
 pub fn send_all(output: &OutputStream, data: &[u8]) -> Result<(), StreamError> {
+    if data.len() <= 4096 {
+        return output.blocking_write_and_flush(data);
+    }
     write_all(output, data)?;
     output.blocking_flush()
 }
