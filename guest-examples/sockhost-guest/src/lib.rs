@@ -19,6 +19,39 @@ pub use bindings::sockhost::sockets::{
 };
 pub use bindings::wasi;
 
+/// Generates a guest component's bindings for a `sockhost:sockets` world (`client` or
+/// `service`) in a `bindings` module, reusing this crate's bindings of every import, and
+/// exports `$component` from it. `$wit` is the `wit/` folder, relative to the guest crate.
+///
+/// ```ignore
+/// sockhost_guest::component!("../../wit", "sockhost:sockets/service", EchoServer);
+/// ```
+#[macro_export]
+macro_rules! component {
+    ($wit:tt, $world:tt, $component:ident) => {
+        #[allow(unsafe_code, reason = "wit-bindgen generated bindings")]
+        mod bindings {
+            wit_bindgen::generate!({
+                path: $wit,
+                world: $world,
+                with: {
+                    "wasi:io/poll@0.2.12": sockhost_guest::wasi::io::poll,
+                    "wasi:io/streams@0.2.12": sockhost_guest::wasi::io::streams,
+                    "wasi:io/error@0.2.12": sockhost_guest::wasi::io::error,
+                    "wasi:clocks/monotonic-clock@0.2.12": sockhost_guest::wasi::clocks::monotonic_clock,
+                    "sockhost:sockets/types@0.1.0": sockhost_guest::types,
+                    "sockhost:sockets/stream-socket@0.1.0": sockhost_guest::stream_socket,
+                    "sockhost:sockets/stream-socket-listener@0.1.0": sockhost_guest::stream_socket_listener,
+                    "sockhost:sockets/datagram-socket@0.1.0": sockhost_guest::datagram_socket,
+                    "sockhost:sockets/socket-activity@0.1.0": sockhost_guest::socket_activity,
+                },
+            });
+            use super::$component;
+            export!($component);
+        }
+    };
+}
+
 use types::{SocketError, SocketErrorStatus};
 use wasi::io::streams::{InputStream, OutputStream, StreamError};
 

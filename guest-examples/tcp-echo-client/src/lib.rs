@@ -2,26 +2,7 @@
 //! (default "localhost") on SERVICE (default "1337"), sends LINE (default "test") and a
 //! newline, reads the echoed line, prints it, and exits 0 only if it matches.
 
-#[allow(unsafe_code, reason = "wit-bindgen generated bindings")]
-mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "sockhost:sockets/client",
-        with: {
-            "wasi:io/poll@0.2.12": sockhost_guest::wasi::io::poll,
-            "wasi:io/streams@0.2.12": sockhost_guest::wasi::io::streams,
-            "wasi:io/error@0.2.12": sockhost_guest::wasi::io::error,
-            "wasi:clocks/monotonic-clock@0.2.12": sockhost_guest::wasi::clocks::monotonic_clock,
-            "sockhost:sockets/types@0.1.0": sockhost_guest::types,
-            "sockhost:sockets/stream-socket@0.1.0": sockhost_guest::stream_socket,
-            "sockhost:sockets/stream-socket-listener@0.1.0": sockhost_guest::stream_socket_listener,
-            "sockhost:sockets/datagram-socket@0.1.0": sockhost_guest::datagram_socket,
-            "sockhost:sockets/socket-activity@0.1.0": sockhost_guest::socket_activity,
-        },
-    });
-    use super::TcpEchoClient;
-    export!(TcpEchoClient);
-}
+sockhost_guest::component!("../../wit", "sockhost:sockets/client", TcpEchoClient);
 
 use bindings::exports::wasi::cli::run::Guest as Run;
 use sockhost_guest::stream_socket::StreamSocket;

@@ -13,26 +13,7 @@
 //! - `--repeat N`: do the whole exchange (connect, handshake, echo, close) N times and print
 //!   `handshakes-per-second=…`, to measure handshake cost.
 
-#[allow(unsafe_code, reason = "wit-bindgen generated bindings")]
-mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "sockhost:sockets/client",
-        with: {
-            "wasi:io/poll@0.2.12": sockhost_guest::wasi::io::poll,
-            "wasi:io/streams@0.2.12": sockhost_guest::wasi::io::streams,
-            "wasi:io/error@0.2.12": sockhost_guest::wasi::io::error,
-            "wasi:clocks/monotonic-clock@0.2.12": sockhost_guest::wasi::clocks::monotonic_clock,
-            "sockhost:sockets/types@0.1.0": sockhost_guest::types,
-            "sockhost:sockets/stream-socket@0.1.0": sockhost_guest::stream_socket,
-            "sockhost:sockets/stream-socket-listener@0.1.0": sockhost_guest::stream_socket_listener,
-            "sockhost:sockets/datagram-socket@0.1.0": sockhost_guest::datagram_socket,
-            "sockhost:sockets/socket-activity@0.1.0": sockhost_guest::socket_activity,
-        },
-    });
-    use super::TlsEchoClient;
-    export!(TlsEchoClient);
-}
+sockhost_guest::component!("../../wit", "sockhost:sockets/client", TlsEchoClient);
 
 use bindings::exports::wasi::cli::run::Guest as Run;
 use sockhost_guest::stream_socket::StreamSocket;

@@ -4,26 +4,7 @@
 //! `--require-client-certificate`, clients must present a certificate the host trusts; each
 //! connection prints the client's certificate subject before echoing.
 
-#[allow(unsafe_code, reason = "wit-bindgen generated bindings")]
-mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "sockhost:sockets/service",
-        with: {
-            "wasi:io/poll@0.2.12": sockhost_guest::wasi::io::poll,
-            "wasi:io/streams@0.2.12": sockhost_guest::wasi::io::streams,
-            "wasi:io/error@0.2.12": sockhost_guest::wasi::io::error,
-            "wasi:clocks/monotonic-clock@0.2.12": sockhost_guest::wasi::clocks::monotonic_clock,
-            "sockhost:sockets/types@0.1.0": sockhost_guest::types,
-            "sockhost:sockets/stream-socket@0.1.0": sockhost_guest::stream_socket,
-            "sockhost:sockets/stream-socket-listener@0.1.0": sockhost_guest::stream_socket_listener,
-            "sockhost:sockets/datagram-socket@0.1.0": sockhost_guest::datagram_socket,
-            "sockhost:sockets/socket-activity@0.1.0": sockhost_guest::socket_activity,
-        },
-    });
-    use super::TlsEchoServer;
-    export!(TlsEchoServer);
-}
+sockhost_guest::component!("../../wit", "sockhost:sockets/service", TlsEchoServer);
 
 use bindings::exports::sockhost::sockets::handlers::Guest as Handlers;
 use bindings::exports::wasi::cli::run::Guest as Run;

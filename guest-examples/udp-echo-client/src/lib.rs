@@ -4,26 +4,7 @@
 //! milliseconds (default 5000) for a datagram back, prints it, and exits 0 only if it matches.
 //! With `--local-port` it binds that port first, as the seed's client binds 1338.
 
-#[allow(unsafe_code, reason = "wit-bindgen generated bindings")]
-mod bindings {
-    wit_bindgen::generate!({
-        path: "../../wit",
-        world: "sockhost:sockets/client",
-        with: {
-            "wasi:io/poll@0.2.12": sockhost_guest::wasi::io::poll,
-            "wasi:io/streams@0.2.12": sockhost_guest::wasi::io::streams,
-            "wasi:io/error@0.2.12": sockhost_guest::wasi::io::error,
-            "wasi:clocks/monotonic-clock@0.2.12": sockhost_guest::wasi::clocks::monotonic_clock,
-            "sockhost:sockets/types@0.1.0": sockhost_guest::types,
-            "sockhost:sockets/stream-socket@0.1.0": sockhost_guest::stream_socket,
-            "sockhost:sockets/stream-socket-listener@0.1.0": sockhost_guest::stream_socket_listener,
-            "sockhost:sockets/datagram-socket@0.1.0": sockhost_guest::datagram_socket,
-            "sockhost:sockets/socket-activity@0.1.0": sockhost_guest::socket_activity,
-        },
-    });
-    use super::UdpEchoClient;
-    export!(UdpEchoClient);
-}
+sockhost_guest::component!("../../wit", "sockhost:sockets/client", UdpEchoClient);
 
 use bindings::exports::wasi::cli::run::Guest as Run;
 use sockhost_guest::datagram_socket::DatagramSocket;

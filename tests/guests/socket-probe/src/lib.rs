@@ -2,26 +2,7 @@
 //! its outcome as lines of `key=value` or `error STATUS MESSAGE`, for the end-to-end tests to
 //! assert exactly. Each scenario is a function below; `main` picks it by name.
 
-#[allow(unsafe_code, reason = "wit-bindgen generated bindings")]
-mod bindings {
-    wit_bindgen::generate!({
-        path: "../../../wit",
-        world: "sockhost:sockets/client",
-        with: {
-            "wasi:io/poll@0.2.12": sockhost_guest::wasi::io::poll,
-            "wasi:io/streams@0.2.12": sockhost_guest::wasi::io::streams,
-            "wasi:io/error@0.2.12": sockhost_guest::wasi::io::error,
-            "wasi:clocks/monotonic-clock@0.2.12": sockhost_guest::wasi::clocks::monotonic_clock,
-            "sockhost:sockets/types@0.1.0": sockhost_guest::types,
-            "sockhost:sockets/stream-socket@0.1.0": sockhost_guest::stream_socket,
-            "sockhost:sockets/stream-socket-listener@0.1.0": sockhost_guest::stream_socket_listener,
-            "sockhost:sockets/datagram-socket@0.1.0": sockhost_guest::datagram_socket,
-            "sockhost:sockets/socket-activity@0.1.0": sockhost_guest::socket_activity,
-        },
-    });
-    use super::SocketProbe;
-    export!(SocketProbe);
-}
+sockhost_guest::component!("../../../wit", "sockhost:sockets/client", SocketProbe);
 
 use bindings::exports::wasi::cli::run::Guest as Run;
 use sockhost_guest::datagram_socket::DatagramSocket;
