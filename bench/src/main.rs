@@ -21,7 +21,7 @@
 //!
 //! `--only TEXT` keeps the echo cases whose names contain TEXT (`--only udp`).
 //! `--seconds S` sets each case's duration (default 3), `--quick` runs everything short
-//! (about a minute in all), `--json PATH` writes the results as JSON.
+//! (about 20 seconds in all), `--json PATH` writes the results as JSON.
 
 use sockhost::runtime::{HandlerLimits, Runtime};
 use sockhost::tls::TlsConfig;
@@ -149,7 +149,7 @@ struct Row {
 
 impl Row {
     fn json(&self) -> String {
-        format!(
+        let row = format!(
             "{{\"case\": {:?}, \"unit\": {:?}, \"sockhost\": {:.3}, \"native\": {:.3}, \"ratio\": {:.3}, \"sockhost_p50_us\": {:.1}, \"sockhost_p99_us\": {:.1}, \"native_p50_us\": {:.1}, \"native_p99_us\": {:.1}}}",
             self.case,
             self.unit,
@@ -160,12 +160,11 @@ impl Row {
             self.guest.p99_us,
             self.native.p50_us,
             self.native.p99_us
-        )
-        .replacen(
-            '}',
-            &self.extra.as_ref().map_or("}".into(), |e| format!(", {e}}}")),
-            1,
-        )
+        );
+        match &self.extra {
+            Some(extra) => format!("{}, {extra}}}", row.trim_end_matches('}')),
+            None => row,
+        }
     }
 }
 

@@ -23,12 +23,15 @@ const HANDLERS_EXPORT: &str = "sockhost:sockets/handlers@0.1.0";
 
 pub use crate::app::HandlerLimits;
 
-/// Instance slots kept for apps' `run` instances, beside the handlers' slots.
-const APP_SLOTS: usize = 64;
-/// The most handlers one runtime can run at once (`--max-handlers`). Every handler slot
-/// reserves 8 GiB of address space (two 4 GiB linear-memory reservations, which spare guests
-/// bounds checks) and a few memory mappings; 10,240 keeps a runtime near 82 TiB of the
-/// 128 TiB a process has and under Linux's default `vm.max_map_count` of 65,530.
+/// Instance slots beyond the handlers': an app's `run` instance and the idle datagram
+/// handler instances it keeps for reuse (up to 64), which hold slots but no handler permit.
+const APP_SLOTS: usize = 128;
+/// The most handlers one runtime can run at once (`--max-handlers`). Every slot reserves
+/// 8 GiB of address space (two 4 GiB linear-memory reservations, which spare guests bounds
+/// checks), so 10,240 handlers keep a runtime near 82 TiB of the 128 TiB a process has (a
+/// `ulimit -v` below that makes the runtime fail to start). Every slot's async stack costs two
+/// memory mappings from the start and a live instance about two more: about 42,000 at the
+/// maximum, under Linux's default `vm.max_map_count` of 65,530.
 pub const MAX_HANDLERS: usize = 10_240;
 /// The most linear memory one guest instance may grow to.
 pub const MAX_GUEST_MEMORY: usize = 1 << 30;
@@ -147,13 +150,16 @@ impl Runtime {
             .total_tables(slots * 4)
             .total_stacks(slots)
             .max_memory_size(MAX_GUEST_MEMORY)
-            // A freed slot's dirty pages (found with PAGEMAP_SCAN where the kernel has it)
-            // are reset in place rather than unmapped, so the next instance takes no page
-            // faults on them: ~125 us per connection became ~70 us (`sockhost-bench
-            // connection`).
-            .linear_memory_keep_resident(1 << 20)
-            .table_keep_resident(64 << 10)
             .pagemap_scan(wasmtime::Enabled::Auto);
+        // Where the kernel has PAGEMAP_SCAN (Linux 6.7+), a freed slot's dirty pages are reset
+        // in place rather than unmapped, so the next instance takes no page faults on them:
+        // ~125 us per connection became ~57-70 us (`sockhost-bench connection`). The pages a
+        // slot touched stay resident after it is freed. Without PAGEMAP_SCAN, keeping memory
+        // resident would zero the whole first MiB of every freed slot, so it stays off.
+        if PoolingAllocationConfig::is_pagemap_scan_available() {
+            pool.linear_memory_keep_resident(1 << 20)
+                .table_keep_resident(64 << 10);
+        }
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         // Copying our guests' few KiB of data segments costs no more than mapping an image,
         // and saves a memory mapping per live instance, which 10,000 idle connections need.

@@ -118,10 +118,12 @@ pub fn send_datagrams<'a>(
             libc::MSG_NOSIGNAL,
         )
     };
-    if sent < 0 {
-        return Err(io::Error::last_os_error());
+    match sent {
+        ..0 => Err(io::Error::last_os_error()),
+        // Never seen (the kernel fails or sends at least one); waiting beats spinning.
+        0 => Err(io::ErrorKind::WouldBlock.into()),
+        sent => Ok(sent as usize),
     }
-    Ok(sent as usize)
 }
 
 /// The listening sockets handed over by systemd-style socket activation: `LISTEN_FDS`

@@ -16,6 +16,31 @@ async fn connection_refused() {
     );
 }
 
+/// A connected datagram stream to a port where nothing listens fails with connection-refused
+/// (the kernel's ICMP port unreachable), flushed per write or batched: the error is not lost
+/// inside a batched `sendmmsg`, which reports only a count when a later datagram fails.
+#[tokio::test(flavor = "multi_thread")]
+async fn datagram_stream_to_a_closed_port_is_refused() {
+    let port = {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap().port().to_string()
+    };
+    let runtime = runtime(loopback_policy());
+    for each in [false, true] {
+        // One round: the kernel's error for a datagram inside the batch must not vanish.
+        let mut args = vec!["udp", "127.0.0.1", &port, "--connect", "--count", "10"];
+        if each {
+            args.push("--each");
+        }
+        let output = run(&runtime, BATCH_SENDER, &args).await;
+        assert_eq!(output.exit.code, 1, "each={each}: {output:#?}");
+        assert!(
+            output.stderr.contains("send: connection-refused"),
+            "each={each}: {output:#?}"
+        );
+    }
+}
+
 /// A port someone else holds: address-already-in-use.
 #[tokio::test(flavor = "multi_thread")]
 async fn address_already_in_use() {

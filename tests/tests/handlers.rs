@@ -89,7 +89,13 @@ async fn thirty_two_connections_one_stalled() {
 #[tokio::test(flavor = "multi_thread")]
 async fn more_connections_than_the_default_limit_are_held() {
     const HELD: usize = 1100;
-    sockhost::raise_open_file_limit().unwrap();
+    // Both ends of every connection are files of this process.
+    let files = sockhost::raise_open_file_limit().unwrap();
+    let needed = 2 * HELD as u64 + 256;
+    assert!(
+        files >= needed,
+        "this test needs {needed} open files; the hard limit (ulimit -Hn) is {files}"
+    );
     let limits = HandlerLimits {
         max_concurrent: HELD + 8,
         ..HandlerLimits::default()

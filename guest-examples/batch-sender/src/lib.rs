@@ -1,7 +1,9 @@
-//! `batch-sender tcp|udp HOST SERVICE [--count N] [--size BYTES] [--rounds R] [--each]`: the
-//! seed's batched-send pattern. Each round writes N messages (default 1,000) of BYTES bytes
-//! (default 64) to a stream socket or a datagram output stream, then flushes once and waits;
-//! with `--each` it flushes and waits after every write instead. Prints
+//! `batch-sender tcp|udp HOST SERVICE [--count N] [--size BYTES] [--rounds R] [--each]
+//! [--connect]`: the seed's batched-send pattern. Each round writes N messages (default 1,000)
+//! of BYTES bytes (default 64) to a stream socket or a datagram output stream, then flushes
+//! once and waits; with `--each` it flushes and waits after every write instead. With
+//! `--connect` a datagram socket connects to HOST first and writes to its connected output
+//! stream (which reports the peer's ICMP errors, such as connection-refused). Prints
 //! `messages=M bytes=B nanos=T`, the time spent sending. Message `k` of a round is filled
 //! with the byte `k % 251`, so a receiver can check what arrived.
 
@@ -13,7 +15,7 @@ use sockhost_guest::stream_socket::StreamSocket;
 use sockhost_guest::types::{HostName, SocketProtectionLevel};
 use sockhost_guest::wasi::clocks::monotonic_clock;
 use sockhost_guest::wasi::io::streams::{OutputStream, StreamError};
-use sockhost_guest::{describe, write_all};
+use sockhost_guest::{describe, stream_error, write_all};
 
 /// The component: sends rounds of messages and times them.
 struct BatchSender;
@@ -24,6 +26,7 @@ struct Plan {
     size: usize,
     rounds: usize,
     flush_each: bool,
+    connect: bool,
 }
 
 impl Run for BatchSender {
@@ -47,6 +50,7 @@ fn parse() -> Result<(String, String, String, Plan), String> {
         size: 64,
         rounds: 1,
         flush_each: false,
+        connect: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -61,6 +65,7 @@ fn parse() -> Result<(String, String, String, Plan), String> {
             "--size" => plan.size = number("--size")?,
             "--rounds" => plan.rounds = number("--rounds")?,
             "--each" => plan.flush_each = true,
+            "--connect" => plan.connect = true,
             _ => positional.push(arg),
         }
     }
@@ -85,9 +90,16 @@ fn send(transport: &str, host: &str, service: &str, plan: &Plan) -> Result<(), S
         }
         "udp" => {
             let socket = DatagramSocket::new();
-            let output = socket
-                .get_output_stream(&host, service)
-                .map_err(|e| format!("get-output-stream: {}", describe(&e)))?;
+            let output = if plan.connect {
+                socket
+                    .connect(&host, service)
+                    .and_then(|()| socket.output_stream())
+                    .map_err(|e| format!("connect: {}", describe(&e)))?
+            } else {
+                socket
+                    .get_output_stream(&host, service)
+                    .map_err(|e| format!("get-output-stream: {}", describe(&e)))?
+            };
             (None, Some(socket), output)
         }
         other => return Err(format!("unknown transport {other:?} (tcp or udp)")),
@@ -97,7 +109,10 @@ fn send(transport: &str, host: &str, service: &str, plan: &Plan) -> Result<(), S
         .collect();
     let started = monotonic_clock::now();
     for _ in 0..plan.rounds {
-        send_round(&output, &messages, plan.flush_each).map_err(|e| format!("send: {e:?}"))?;
+        send_round(&output, &messages, plan.flush_each).map_err(|e| match stream_error(&e) {
+            Some(error) => format!("send: {}", describe(&error)),
+            None => "send: the stream is closed".to_string(),
+        })?;
     }
     let nanos = monotonic_clock::now() - started;
     let sent = plan.count * plan.rounds;
