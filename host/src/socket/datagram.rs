@@ -579,8 +579,8 @@ impl Sink for UdpSink {
         while !queue.buffers.is_empty() {
             let socket = &self.shared.socket;
             let wanted = batch.min(queue.buffers.len());
-            self.send_calls.fetch_add(1, Ordering::Relaxed);
             let sent = socket.try_io(Interest::WRITABLE, || {
+                self.send_calls.fetch_add(1, Ordering::Relaxed);
                 let datagrams = queue.buffers.iter().take(wanted).map(|b| &b[..]);
                 crate::sys::send_datagrams(socket.as_fd(), datagrams, self.dest)
             })?;
