@@ -9,8 +9,8 @@ use crate::bindings::types::{
     SocketSslErrorSeverity,
 };
 use crate::conv::{error, invalid_argument};
-use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::client::{ClientSessionMemoryCache, Resumption, WebPkiServerVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{
@@ -43,7 +43,23 @@ pub struct TlsConfig {
     roots: OnceLock<Arc<RootCertStore>>,
     /// Built once: it depends only on the roots and revocation lists.
     server_verifier: OnceLock<Result<Arc<WebPkiServerVerifier>, String>>,
+    /// The resuming client configurations, one per set of settings that shape what a
+    /// handshake accepts and proves (see [`TlsConfig::client_config`]).
+    resuming: Mutex<HashMap<SessionKey, Arc<ClientConfig>>>,
 }
+
+/// The client settings a resumed session must share with the one that made it.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct SessionKey {
+    /// The protection levels, as their WIT case numbers.
+    level: u8,
+    min_level: u8,
+    client_certificate: Option<String>,
+    alpn: Vec<String>,
+}
+
+/// Sessions kept per set of settings (keyed by server name within it).
+const SESSIONS_PER_SETTINGS: usize = 256;
 
 impl fmt::Debug for TlsConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -198,23 +214,65 @@ impl TlsConfig {
     }
 
     /// A client configuration for one handshake; `recorder` collects certificate errors.
+    ///
+    /// A connection that ignores no certificate error gets a configuration shared by every
+    /// connection with the same settings, which resumes TLS sessions: rustls resumes only
+    /// with the very verifier and client credentials that made the session, and a resumed
+    /// handshake checks no certificate, so sessions are shared only among connections that
+    /// verify fully (and report no errors, as a resumed connection does). A connection that
+    /// ignores errors gets a configuration of its own whose verifier records what it found.
     pub fn client_config(
         &self,
         settings: &ClientTls,
         recorder: Arc<CertificateErrors>,
     ) -> Result<Arc<ClientConfig>, SocketError> {
-        let provider = Self::provider();
-        let inner = self.server_verifier()?;
+        if settings.ignorable.is_empty() {
+            return self.resuming_client_config(settings);
+        }
         let verifier = RecordingVerifier {
-            inner,
+            inner: self.server_verifier()?,
             ignorable: settings.ignorable.clone(),
             recorder,
         };
-        let builder = ClientConfig::builder_with_provider(provider)
+        let mut config = self.build_client_config(settings, Arc::new(verifier))?;
+        config.resumption = Resumption::disabled();
+        Ok(Arc::new(config))
+    }
+
+    /// The shared, resuming configuration for connections with these settings.
+    fn resuming_client_config(
+        &self,
+        settings: &ClientTls,
+    ) -> Result<Arc<ClientConfig>, SocketError> {
+        let key = SessionKey {
+            level: settings.level as u8,
+            min_level: settings.min_level as u8,
+            client_certificate: settings.client_certificate.clone(),
+            alpn: settings.alpn.clone(),
+        };
+        let mut configs = self.resuming.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(config) = configs.get(&key) {
+            return Ok(config.clone());
+        }
+        let mut config = self.build_client_config(settings, self.server_verifier()?)?;
+        config.resumption = Resumption::store(Arc::new(ClientSessionMemoryCache::new(
+            SESSIONS_PER_SETTINGS,
+        )));
+        let config = Arc::new(config);
+        configs.insert(key, config.clone());
+        Ok(config)
+    }
+
+    fn build_client_config(
+        &self,
+        settings: &ClientTls,
+        verifier: Arc<dyn ServerCertVerifier>,
+    ) -> Result<ClientConfig, SocketError> {
+        let builder = ClientConfig::builder_with_provider(Self::provider())
             .with_protocol_versions(&versions(settings.level, settings.min_level)?)
             .map_err(|e| error(SocketErrorStatus::NotSupported, e))?
             .dangerous()
-            .with_custom_certificate_verifier(Arc::new(verifier));
+            .with_custom_certificate_verifier(verifier);
         let mut config = match &settings.client_certificate {
             Some(name) => {
                 let identity = self.identity(name)?;
@@ -229,7 +287,7 @@ impl TlsConfig {
             .iter()
             .map(|p| p.as_bytes().to_vec())
             .collect();
-        Ok(Arc::new(config))
+        Ok(config)
     }
 
     /// A server configuration for a TLS listener.

@@ -10,6 +10,7 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKey
 use rustls::{RootCertStore, ServerConfig};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
@@ -197,6 +198,33 @@ pub fn client_config(ca: &Ca, identity: Option<&Leaf>) -> Arc<rustls::ClientConf
 /// A native TLS line-echo server on 127.0.0.1. With `starttls`, each connection first
 /// answers `STARTTLS` with `OK` in plain text, then switches to TLS.
 pub async fn native_tls_echo(config: Arc<ServerConfig>, starttls: bool) -> SocketAddr {
+    native_tls_echo_counting(config, starttls).await.0
+}
+
+/// How many full and resumed handshakes a native TLS server completed.
+#[derive(Clone, Default)]
+pub struct Handshakes {
+    full: Arc<AtomicUsize>,
+    resumed: Arc<AtomicUsize>,
+}
+
+impl Handshakes {
+    /// (full, resumed) so far.
+    pub fn counts(&self) -> (usize, usize) {
+        (
+            self.full.load(Ordering::SeqCst),
+            self.resumed.load(Ordering::SeqCst),
+        )
+    }
+}
+
+/// [`native_tls_echo`], counting full and resumed handshakes.
+pub async fn native_tls_echo_counting(
+    config: Arc<ServerConfig>,
+    starttls: bool,
+) -> (SocketAddr, Handshakes) {
+    let handshakes = Handshakes::default();
+    let counts = handshakes.clone();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(config);
@@ -205,6 +233,7 @@ pub async fn native_tls_echo(config: Arc<ServerConfig>, starttls: bool) -> Socke
             // Nagle would hold the echo behind the session ticket until the peer's delayed ACK.
             let _ = stream.set_nodelay(true);
             let acceptor = acceptor.clone();
+            let counts = counts.clone();
             tokio::spawn(async move {
                 if starttls {
                     let mut line = [0u8; 9];
@@ -222,6 +251,11 @@ pub async fn native_tls_echo(config: Arc<ServerConfig>, starttls: bool) -> Socke
                 let Ok(tls) = acceptor.accept(stream).await else {
                     return;
                 };
+                let counter = match tls.get_ref().1.handshake_kind() {
+                    Some(rustls::HandshakeKind::Resumed) => &counts.resumed,
+                    _ => &counts.full,
+                };
+                counter.fetch_add(1, Ordering::SeqCst);
                 let (read, mut write) = tokio::io::split(tls);
                 let mut lines = BufReader::new(read).lines();
                 while let Ok(Some(line)) = lines.next_line().await {
@@ -237,5 +271,5 @@ pub async fn native_tls_echo(config: Arc<ServerConfig>, starttls: bool) -> Socke
             });
         }
     });
-    addr
+    (addr, handshakes)
 }

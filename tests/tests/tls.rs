@@ -5,7 +5,9 @@
 use rcgen::ExtendedKeyUsagePurpose;
 use sockhost::runtime::Runtime;
 use sockhost::tls::TlsConfig;
-use sockhost_tests::pki::{Ca, LeafSpec, client_config, native_tls_echo, server_config, tampered};
+use sockhost_tests::pki::{
+    Ca, LeafSpec, client_config, native_tls_echo, native_tls_echo_counting, server_config, tampered,
+};
 use sockhost_tests::*;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -25,6 +27,46 @@ fn host(ca: &Ca, identities: &[(&str, &pki::Leaf)], crls: &[&Ca]) -> TlsConfig {
 
 fn tls_runtime(tls: TlsConfig) -> Runtime {
     runtime(loopback_policy()).with_tls(tls)
+}
+
+/// Later connections with the same settings resume the TLS session: the native server sees
+/// one full handshake, then resumed ones, and a resumed connection still reports the server's
+/// certificate and no errors. A connection that ignores a certificate error never resumes,
+/// since a resumed handshake checks no certificate.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_resume_only_with_full_verification() {
+    let ca = Ca::new("resumption CA");
+    let (addr, handshakes) =
+        native_tls_echo_counting(server_config(&ca.server(1), None), false).await;
+    let runtime = tls_runtime(host(&ca, &[], &[]));
+    let port = addr.port().to_string();
+    let output = run(
+        &runtime,
+        TLS_ECHO_CLIENT,
+        &["localhost", &port, "hi", "--repeat", "3"],
+    )
+    .await;
+    output.assert_success();
+    assert_eq!(handshakes.counts(), (1, 2), "{output:#?}");
+    assert_eq!(output.value("certificate-errors"), Some("none"));
+    assert!(output.value("server-subject").is_some(), "{output:#?}");
+    let ignoring = [
+        "localhost",
+        &port,
+        "hi",
+        "--ignore",
+        "expired",
+        "--repeat",
+        "2",
+    ];
+    run(&runtime, TLS_ECHO_CLIENT, &ignoring)
+        .await
+        .assert_success();
+    assert_eq!(
+        handshakes.counts(),
+        (3, 2),
+        "ignoring an error resumed a session"
+    );
 }
 
 /// The guest client presents the host identity when the native server requires a client
