@@ -25,7 +25,7 @@
 
 use sockhost::runtime::{HandlerLimits, Runtime};
 use sockhost::tls::TlsConfig;
-use sockhost_tests::pki::{Ca, client_config, native_tls_echo, server_config};
+use sockhost_tests::pki::{Ca, client_config, native_tls_echo_counting, server_config};
 use sockhost_tests::{
     TCP_ECHO_SERVER, TLS_ECHO_CLIENT, Transport, UDP_ECHO_SERVER, loopback_policy, native_tcp_echo,
     run, runtime, start, start_program,
@@ -266,7 +266,8 @@ async fn echo_cases(time: std::time::Duration, only: &str) -> anyhow::Result<()>
 
 async fn tls_handshakes(rounds: u32) -> anyhow::Result<()> {
     let ca = Ca::new("bench CA");
-    let addr = native_tls_echo(server_config(&ca.server(1), None), false).await;
+    let (addr, handshakes) =
+        native_tls_echo_counting(server_config(&ca.server(1), None), false).await;
 
     // One configuration for every connection, so both clients resume the TLS session.
     let connector = tokio_rustls::TlsConnector::from(client_config(&ca, None));
@@ -310,6 +311,12 @@ async fn tls_handshakes(rounds: u32) -> anyhow::Result<()> {
         .value("handshakes-per-second")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no rate in {:?}", output.stdout))?;
+    let (full, resumed) = handshakes.counts();
+    // Each client's first handshake is full, the rest resume its session.
+    anyhow::ensure!(
+        full == 2 && resumed == 2 * (rounds as usize).saturating_sub(1),
+        "expected 2 full handshakes and the rest resumed, got {full} full and {resumed} resumed"
+    );
     report(
         "tls13 handshakes/s",
         "connect + handshake + echo + close",

@@ -25,6 +25,8 @@ pub use crate::app::HandlerLimits;
 
 /// Instance slots beyond the handlers': an app's `run` instance and the idle datagram
 /// handler instances it keeps for reuse (up to 64), which hold slots but no handler permit.
+/// The pool is the runtime's, shared by its apps: sized for one app (as the CLI runs);
+/// several busy apps share `max_concurrent` handler slots between them.
 const APP_SLOTS: usize = 128;
 /// The most handlers one runtime can run at once (`--max-handlers`). Every slot reserves
 /// 8 GiB of address space (two 4 GiB linear-memory reservations, which spare guests bounds

@@ -44,18 +44,19 @@ pub struct TlsConfig {
     /// Built once: it depends only on the roots and revocation lists.
     server_verifier: OnceLock<Result<Arc<WebPkiServerVerifier>, String>>,
     /// The resuming client configurations, one per set of settings that shape what a
-    /// handshake accepts and proves (see [`TlsConfig::client_config`]).
+    /// handshake accepts and proves (see [`TlsConfig::client_config`]): a handful, since the
+    /// levels are few and the identities are the host's.
     resuming: Mutex<HashMap<SessionKey, Arc<ClientConfig>>>,
 }
 
-/// The client settings a resumed session must share with the one that made it.
+/// The client settings a resumed session must share with the one that made it. ALPN is not
+/// among them: it is offered per connection, so guests cannot grow this set.
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct SessionKey {
     /// The protection levels, as their WIT case numbers.
     level: u8,
     min_level: u8,
     client_certificate: Option<String>,
-    alpn: Vec<String>,
 }
 
 /// Sessions kept per set of settings (keyed by server name within it).
@@ -213,14 +214,16 @@ impl TlsConfig {
             .clone()
     }
 
-    /// A client configuration for one handshake; `recorder` collects certificate errors.
+    /// A client configuration for one handshake; `recorder` collects certificate errors. The
+    /// connection offers the ALPN protocols itself (`ClientConnection::new_with_alpn`).
     ///
     /// A connection that ignores no certificate error gets a configuration shared by every
-    /// connection with the same settings, which resumes TLS sessions: rustls resumes only
-    /// with the very verifier and client credentials that made the session, and a resumed
-    /// handshake checks no certificate, so sessions are shared only among connections that
-    /// verify fully (and report no errors, as a resumed connection does). A connection that
-    /// ignores errors gets a configuration of its own whose verifier records what it found.
+    /// connection with the same levels and client identity, which resumes TLS sessions:
+    /// rustls resumes only with the very verifier and client credentials that made the
+    /// session, and a resumed handshake checks no certificate, so sessions are shared only
+    /// among connections that verify fully (and report no errors, as a resumed connection
+    /// does). A connection that ignores errors gets a configuration of its own whose verifier
+    /// records what it found.
     pub fn client_config(
         &self,
         settings: &ClientTls,
@@ -248,19 +251,21 @@ impl TlsConfig {
             level: settings.level as u8,
             min_level: settings.min_level as u8,
             client_certificate: settings.client_certificate.clone(),
-            alpn: settings.alpn.clone(),
         };
-        let mut configs = self.resuming.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(config) = configs.get(&key) {
+        let lock = || self.resuming.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(config) = lock().get(&key) {
             return Ok(config.clone());
         }
+        // Built unlocked: the first build may load the system's trust roots.
         let mut config = self.build_client_config(settings, self.server_verifier()?)?;
         config.resumption = Resumption::store(Arc::new(ClientSessionMemoryCache::new(
             SESSIONS_PER_SETTINGS,
         )));
-        let config = Arc::new(config);
-        configs.insert(key, config.clone());
-        Ok(config)
+        // A racing build of the same key loses to the first, whose sessions others share.
+        Ok(lock()
+            .entry(key)
+            .or_insert_with(|| Arc::new(config))
+            .clone())
     }
 
     fn build_client_config(
@@ -273,21 +278,15 @@ impl TlsConfig {
             .map_err(|e| error(SocketErrorStatus::NotSupported, e))?
             .dangerous()
             .with_custom_certificate_verifier(verifier);
-        let mut config = match &settings.client_certificate {
+        match &settings.client_certificate {
             Some(name) => {
                 let identity = self.identity(name)?;
                 builder
                     .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())
-                    .map_err(|e| invalid_argument(format!("identity {name:?}: {e}")))?
+                    .map_err(|e| invalid_argument(format!("identity {name:?}: {e}")))
             }
-            None => builder.with_no_client_auth(),
-        };
-        config.alpn_protocols = settings
-            .alpn
-            .iter()
-            .map(|p| p.as_bytes().to_vec())
-            .collect();
-        Ok(config)
+            None => Ok(builder.with_no_client_auth()),
+        }
     }
 
     /// A server configuration for a TLS listener.

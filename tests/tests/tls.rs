@@ -339,6 +339,21 @@ async fn alpn_is_negotiated() {
     .await;
     output.assert_success();
     assert_eq!(output.value("alpn"), Some("echo/1"));
+    let many = (0..17)
+        .map(|i| format!("p{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let output = run(
+        &runtime,
+        TLS_ECHO_CLIENT,
+        &["localhost", &port, "x", "--alpn", &many],
+    )
+    .await;
+    assert_eq!(
+        output.error_status(),
+        Some("invalid-argument"),
+        "{output:#?}"
+    );
 }
 
 /// A native rustls client against the guest TLS echo server.

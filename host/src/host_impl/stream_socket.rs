@@ -16,6 +16,10 @@ use crate::tls::{certificate_info, is_ignorable, is_tls, severity};
 use wasmtime::component::Resource;
 use wasmtime_wasi_io::streams::{DynInputStream, DynOutputStream};
 
+/// The most ALPN protocols a socket may offer (a ClientHello has room for far more; real
+/// clients offer two or three).
+const MAX_ALPN_PROTOCOLS: usize = 16;
+
 impl SocketsCtxView<'_> {
     async fn connect_stream(
         &mut self,
@@ -276,6 +280,12 @@ impl HostStreamSocket for SocketsCtxView<'_> {
         if let Some(bad) = protocols.iter().find(|p| p.is_empty() || p.len() > 255) {
             return ok(Err(invalid_argument(format!(
                 "ALPN protocol {bad:?} must be 1 to 255 bytes"
+            ))));
+        }
+        if protocols.len() > MAX_ALPN_PROTOCOLS {
+            return ok(Err(invalid_argument(format!(
+                "at most {MAX_ALPN_PROTOCOLS} ALPN protocols, not {}",
+                protocols.len()
             ))));
         }
         ok(self.table.get_mut(&this)?.set_tls(|t| t.alpn = protocols))

@@ -499,7 +499,13 @@ pub async fn secure_client(
 ) -> Result<(), SocketError> {
     let recorder = Arc::new(CertificateErrors::default());
     let client_config = config.client_config(settings, recorder.clone())?;
-    let conn = rustls::ClientConnection::new(client_config, crate::tls::server_name(host)?)
+    let alpn = settings
+        .alpn
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    let name = crate::tls::server_name(host)?;
+    let conn = rustls::ClientConnection::new_with_alpn(client_config, name, alpn)
         .map_err(|e| crate::tls::handshake_error(&e, connection.remote))?;
     let handshake = connection.link.secure(conn.into(), || recorder.take());
     with_handshake_timeout(connection, handshake).await
