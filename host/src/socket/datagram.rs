@@ -555,13 +555,13 @@ pub struct UdpSink {
     dest: Option<SocketAddr>,
     /// The destination as the guest named it, for messages.
     shown: SocketAddr,
-    /// How many `sendmmsg` calls this sink made, failed ones included (for tests and
-    /// benchmarks).
+    /// How many send calls (`sendmmsg`, or `sendto` for a lone datagram) this sink made,
+    /// failed ones included (for tests and benchmarks).
     send_calls: AtomicU64,
 }
 
 impl UdpSink {
-    /// How many `sendmmsg` calls this sink has made, failed ones included.
+    /// How many send calls this sink has made, failed ones included.
     pub fn send_calls(&self) -> u64 {
         self.send_calls.load(Ordering::Relaxed)
     }
@@ -581,6 +581,17 @@ impl Sink for UdpSink {
             let wanted = batch.min(queue.buffers.len());
             let sent = socket.try_io(Interest::WRITABLE, || {
                 self.send_calls.fetch_add(1, Ordering::Relaxed);
+                if wanted == 1 {
+                    // One datagram (a flush per write): a plain send, without sendmmsg's
+                    // header arrays.
+                    let socket = SockRef::from(socket);
+                    let datagram = &queue.buffers[0];
+                    return match self.dest {
+                        Some(dest) => socket.send_to(datagram, &dest.into()),
+                        None => socket.send(datagram),
+                    }
+                    .map(|_| 1);
+                }
                 let datagrams = queue.buffers.iter().take(wanted).map(|b| &b[..]);
                 crate::sys::send_datagrams(socket.as_fd(), datagrams, self.dest)
             })?;
