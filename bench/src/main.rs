@@ -150,8 +150,13 @@ struct Row {
 
 impl Row {
     fn json(&self) -> String {
-        let row = format!(
-            "{{\"case\": {:?}, \"unit\": {:?}, \"sockhost\": {:.3}, \"native\": {:.3}, \"ratio\": {:.3}, \"sockhost_p50_us\": {:.1}, \"sockhost_p99_us\": {:.1}, \"native_p50_us\": {:.1}, \"native_p99_us\": {:.1}}}",
+        let extra = self
+            .extra
+            .as_ref()
+            .map(|e| format!(", {e}"))
+            .unwrap_or_default();
+        format!(
+            "{{\"case\": {:?}, \"unit\": {:?}, \"sockhost\": {:.3}, \"native\": {:.3}, \"ratio\": {:.3}, \"sockhost_p50_us\": {:.1}, \"sockhost_p99_us\": {:.1}, \"native_p50_us\": {:.1}, \"native_p99_us\": {:.1}{extra}}}",
             self.case,
             self.unit,
             self.guest.rate,
@@ -161,11 +166,7 @@ impl Row {
             self.guest.p99_us,
             self.native.p50_us,
             self.native.p99_us
-        );
-        match &self.extra {
-            Some(extra) => format!("{}, {extra}}}", row.trim_end_matches('}')),
-            None => row,
-        }
+        )
     }
 }
 

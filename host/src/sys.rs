@@ -68,30 +68,39 @@ pub fn set_dont_fragment(fd: BorrowedFd<'_>, ipv6: bool, on: bool) -> io::Result
 /// The most datagrams one `sendmmsg` call takes (the kernel's UIO_MAXIOV).
 pub const MAX_BATCH: usize = 1024;
 
-/// Sends the first datagrams of `datagrams` (at most [`MAX_BATCH`]) in one `sendmmsg(2)`
-/// call, each to `dest` or, for `None`, to the connected peer; returns how many the kernel
-/// took. An error means the first one was not sent.
+/// Sends the first datagrams of `datagrams` (at most [`MAX_BATCH`]) in one system call, each
+/// to `dest` or, for `None`, to the connected peer; returns how many the kernel took. A lone
+/// datagram (a flush per write) goes by plain `send`/`sendto`, without `sendmmsg`'s header
+/// arrays; more go by one `sendmmsg(2)`. An error means the first one was not sent.
 pub fn send_datagrams<'a>(
     fd: BorrowedFd<'_>,
     datagrams: impl IntoIterator<Item = &'a [u8]>,
     dest: Option<SocketAddr>,
 ) -> io::Result<usize> {
+    let mut datagrams = datagrams.into_iter().take(MAX_BATCH).peekable();
+    let Some(first) = datagrams.next() else {
+        return Ok(0);
+    };
+    if datagrams.peek().is_none() {
+        let socket = socket2::SockRef::from(&fd);
+        let sent = match dest {
+            Some(dest) => socket.send_to(first, &dest.into()),
+            None => socket.send(first),
+        };
+        return sent.map(|_| 1);
+    }
     let dest = dest.map(socket2::SockAddr::from);
     let (name, name_len) = match &dest {
         Some(addr) => (addr.as_ptr().cast_mut().cast(), addr.len()),
         None => (std::ptr::null_mut(), 0),
     };
-    let mut iovecs: Vec<libc::iovec> = datagrams
-        .into_iter()
-        .take(MAX_BATCH)
+    let mut iovecs: Vec<libc::iovec> = std::iter::once(first)
+        .chain(datagrams)
         .map(|datagram| libc::iovec {
             iov_base: datagram.as_ptr().cast_mut().cast(),
             iov_len: datagram.len(),
         })
         .collect();
-    if iovecs.is_empty() {
-        return Ok(0);
-    }
     let mut headers: Vec<libc::mmsghdr> = iovecs
         .iter_mut()
         .map(|iovec| {

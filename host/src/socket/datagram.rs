@@ -570,7 +570,7 @@ impl UdpSink {
 #[async_trait::async_trait]
 impl Sink for UdpSink {
     fn try_send(&self, queue: &mut Queue) -> io::Result<()> {
-        // A batch of writes leaves in one sendmmsg call per 1,024 datagrams, not one call each.
+        // A batch of writes leaves in one call per 1,024 datagrams, not one call each.
         // A short count means a send failed after the first: the kernel consumed its error
         // (ECONNREFUSED after an ICMP port unreachable, say) and reports only the count. The
         // next datagram then goes alone, so that a pending error fails the following call
@@ -581,17 +581,6 @@ impl Sink for UdpSink {
             let wanted = batch.min(queue.buffers.len());
             let sent = socket.try_io(Interest::WRITABLE, || {
                 self.send_calls.fetch_add(1, Ordering::Relaxed);
-                if wanted == 1 {
-                    // One datagram (a flush per write): a plain send, without sendmmsg's
-                    // header arrays.
-                    let socket = SockRef::from(socket);
-                    let datagram = &queue.buffers[0];
-                    return match self.dest {
-                        Some(dest) => socket.send_to(datagram, &dest.into()),
-                        None => socket.send(datagram),
-                    }
-                    .map(|_| 1);
-                }
                 let datagrams = queue.buffers.iter().take(wanted).map(|b| &b[..]);
                 crate::sys::send_datagrams(socket.as_fd(), datagrams, self.dest)
             })?;
