@@ -251,10 +251,13 @@ async fn datagrams_and_connections_together() {
     let runtime = runtime(loopback_policy());
     let server = start(&runtime, HANDLER_PROBE, &["0"]);
     let port = server.bound(Transport::Tcp).await.port();
+    // The UDP socket is bound after the listener: wait for it too, or the first datagram
+    // may meet a closed port.
+    let udp_port = server.bound(Transport::Udp).await.port();
     let mut stream = connect(port).await;
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for i in 0..10 {
-        udp.send_to(format!("d{i}").as_bytes(), ("127.0.0.1", port))
+        udp.send_to(format!("d{i}").as_bytes(), ("127.0.0.1", udp_port))
             .await
             .unwrap();
         let mut buf = [0u8; 32];

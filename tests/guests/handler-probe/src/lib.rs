@@ -1,7 +1,8 @@
 //! `handler-probe [SERVICE]`: a test service whose `connection-received` handler reads lines
 //! and answers each: `trap` panics (a trap), `spin` loops forever (for the CPU deadline),
 //! `stall` stops reading (for the idle timeout), anything else is echoed. Datagrams are
-//! echoed by `message-received` on the same port number over UDP.
+//! echoed by `message-received` on a UDP socket bound to the same SERVICE (with `0`, a port
+//! of its own, which the test reads from the app's UDP binding).
 
 sockhost_guest::component!("../../../wit", "sockhost:sockets/service", HandlerProbe);
 
@@ -25,13 +26,17 @@ impl Run for HandlerProbe {
         let setup = listener
             .bind_service_name(&service, SocketProtectionLevel::PlainSocket)
             .and_then(|()| listener.enable_connection_received("tcp"))
-            .and_then(|()| udp.bind_service_name(&listener.local_port()))
+            .and_then(|()| udp.bind_service_name(&service))
             .and_then(|()| udp.enable_message_received("udp"));
         if let Err(e) = setup {
             eprintln!("handler-probe: {}", describe(&e));
             return Err(());
         }
-        println!("handler-probe: listening on port {}", listener.local_port());
+        println!(
+            "handler-probe: listening on TCP port {} and UDP port {}",
+            listener.local_port(),
+            udp.local_port()
+        );
         std::mem::forget(listener);
         std::mem::forget(udp);
         Ok(())
