@@ -21,13 +21,15 @@ use crate::ctx::{
 };
 use crate::policy::NetworkPolicy;
 use crate::runtime::{AppExit, HostState, Program, RunOptions};
-use crate::socket::datagram::DatagramSocket;
+use crate::socket::datagram::{DatagramMessage, DatagramSocket, MAX_DATAGRAM, SharedUdp};
 use crate::socket::link::Link;
 use crate::socket::listener::StreamSocketListener;
 use crate::tls::TlsConfig;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, UpdateDeadline};
@@ -212,6 +214,12 @@ impl App {
             tokio::select! {
                 delivered = received.recv() => {
                     let Some(Delivered { event, keep_alive }) = delivered else { break None };
+                    if let SocketEvent::MessagesEnabled { tag, socket, stopped } = event {
+                        let source = DatagramSource { tag, socket, stopped, keep_alive };
+                        let serve = app.clone().serve_datagrams(service.clone(), source, limit.clone(), shutdown.clone());
+                        handlers.spawn(serve);
+                        continue;
+                    }
                     let Ok(permit) = limit.clone().acquire_owned().await else { break None };
                     let (app, service) = (app.clone(), service.clone());
                     // Boxed: the handler's future is a few KiB, which the task would copy
@@ -281,17 +289,118 @@ impl App {
         Ok(())
     }
 
+    /// Receives a socket's datagrams and runs `message-received` for each. A datagram that
+    /// had to be waited for runs its handler within this task, so it reaches the handler
+    /// without passing between tasks; one that was already queued (a backlog) gets a task of
+    /// its own, which another thread may take. Handlers of one socket run concurrently,
+    /// within the app's limit; while none may start, datagrams wait in the socket's kernel
+    /// queue. Stops receiving when the socket stops delivering or the app shuts down, then
+    /// lets the handlers running finish.
+    async fn serve_datagrams(
+        self: Arc<Self>,
+        service: ServicePre<HostState>,
+        source: DatagramSource,
+        limit: Arc<Semaphore>,
+        mut shutdown: watch::Receiver<Option<Duration>>,
+    ) {
+        let DatagramSource {
+            tag,
+            socket,
+            mut stopped,
+            keep_alive,
+        } = source;
+        let events = keep_alive.downgrade();
+        let mut buf = vec![0; MAX_DATAGRAM];
+        let mut inline = FuturesUnordered::new();
+        let mut spawned = JoinSet::new();
+        loop {
+            let received = async {
+                let mut waited = false;
+                loop {
+                    let Ok(permit) = limit.clone().acquire_owned().await else {
+                        return None;
+                    };
+                    // Without a syscall when tokio last saw the socket drained.
+                    if let Some(received) = socket.try_receive(&mut buf) {
+                        return Some((permit, received, waited));
+                    }
+                    // Waits without a permit, so an idle socket holds none.
+                    drop(permit);
+                    let _ = socket.socket.readable().await;
+                    waited = true;
+                }
+            };
+            tokio::select! {
+                biased;
+                Some(()) = inline.next(), if !inline.is_empty() => {}
+                Some(_) = spawned.join_next(), if !spawned.is_empty() => {}
+                _ = &mut stopped => break,
+                Ok(()) = shutdown.changed() => {
+                    if shutdown.borrow().is_some() {
+                        break;
+                    }
+                }
+                received = received => {
+                    let Some((permit, received, waited)) = received else { break };
+                    let message = match received {
+                        Ok(message) => message,
+                        Err(e) => {
+                            // ICMP errors for earlier sends surface here; they end nothing.
+                            tracing::debug!(error = ?e.message, "receive failed");
+                            continue;
+                        }
+                    };
+                    let handler = self.clone().handle_datagram(
+                        service.clone(),
+                        events.clone(),
+                        tag.clone(),
+                        socket.clone(),
+                        message,
+                        permit,
+                    );
+                    if waited {
+                        inline.push(handler);
+                    } else {
+                        spawned.spawn(handler);
+                    }
+                }
+            }
+        }
+        while inline.next().await.is_some() {}
+        while spawned.join_next().await.is_some() {}
+        drop(keep_alive);
+    }
+
+    /// Handles one datagram within the permit it was received under.
+    async fn handle_datagram(
+        self: Arc<Self>,
+        service: ServicePre<HostState>,
+        events: WeakEventSender,
+        tag: String,
+        socket: Arc<SharedUdp>,
+        message: DatagramMessage,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let handled = self
+            .call_datagram_handler(&service, Some(events), tag, socket, message)
+            .await;
+        if let Err(e) = handled {
+            tracing::warn!(app = self.id, error = %e, "handler failed; only its own datagram is lost");
+        }
+        drop(permit);
+    }
+
     /// Runs `message-received` in an instance that handled an earlier datagram, or a fresh
     /// one. Instantiating costs about 100 us, far more than a datagram's work, so datagram
     /// handlers are reused (one call at a time, up to `DATAGRAM_INSTANCES` kept); an instance
     /// whose handler failed is dropped.
-    async fn handle_datagram(
+    async fn call_datagram_handler(
         &self,
         service: &ServicePre<HostState>,
         events: Option<WeakEventSender>,
         tag: String,
-        socket: Arc<crate::socket::datagram::SharedUdp>,
-        message: crate::socket::datagram::DatagramMessage,
+        socket: Arc<SharedUdp>,
+        message: DatagramMessage,
     ) -> wasmtime::Result<()> {
         let reused = self
             .idle_datagram_handlers
@@ -349,24 +458,12 @@ impl App {
         events: Option<WeakEventSender>,
         event: SocketEvent,
     ) -> wasmtime::Result<()> {
-        let event = match event {
-            SocketEvent::MessageReceived {
-                tag,
-                socket,
-                message,
-            } => {
-                return self
-                    .handle_datagram(service, events, tag, socket, message)
-                    .await;
-            }
-            other => other,
-        };
         let mut store = self.store(events, Some(self.limits.cpu_limit));
         let link = match &event {
             SocketEvent::ConnectionReceived { socket, .. } => {
                 socket.connection().map(|c| c.link.clone())
             }
-            SocketEvent::MessageReceived { .. } | SocketEvent::SocketActivity { .. } => None,
+            SocketEvent::MessagesEnabled { .. } | SocketEvent::SocketActivity { .. } => None,
         };
         let call = async {
             let instance = service.instantiate_async(&mut store).await?;
@@ -409,8 +506,8 @@ impl App {
                     };
                     handlers.call_socket_activity(&mut store, &event).await
                 }
-                // Datagrams were routed to `handle_datagram` above.
-                SocketEvent::MessageReceived { .. } => Ok(()),
+                // The app's loop serves these itself (`serve_datagrams`).
+                SocketEvent::MessagesEnabled { .. } => Ok(()),
             }
         };
         let idle = self.limits.idle_timeout;
@@ -426,6 +523,15 @@ impl App {
             }),
         }
     }
+}
+
+/// A socket whose datagrams go to `message-received`.
+struct DatagramSource {
+    tag: String,
+    socket: Arc<SharedUdp>,
+    stopped: oneshot::Receiver<()>,
+    /// Keeps the app serving while the socket delivers.
+    keep_alive: EventSender,
 }
 
 /// Returns once the link has seen no reads or writes for `limit`.

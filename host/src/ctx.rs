@@ -7,7 +7,7 @@ use crate::broker::Broker;
 use crate::conv::error;
 use crate::policy::NetworkPolicy;
 use crate::resolve::Transport;
-use crate::socket::datagram::{DatagramMessage, SharedUdp};
+use crate::socket::datagram::SharedUdp;
 use crate::socket::stream::StreamSocket;
 use crate::tls::TlsConfig;
 use std::net::SocketAddr;
@@ -41,14 +41,15 @@ pub enum SocketEvent {
         /// For a listener: the connection it accepted.
         accepted: Option<Box<StreamSocket>>,
     },
-    /// A datagram socket received a datagram (`MessageReceived`).
-    MessageReceived {
+    /// A datagram socket enabled `message-received`: the app receives its datagrams and
+    /// runs the handler for each (`MessageReceived`).
+    MessagesEnabled {
         /// The tag of the socket.
         tag: String,
         /// The socket, shared with the one that enabled the handler.
         socket: Arc<SharedUdp>,
-        /// The datagram.
-        message: DatagramMessage,
+        /// Resolves when the socket stops delivering (closed, or `cancel-io`).
+        stopped: tokio::sync::oneshot::Receiver<()>,
     },
 }
 

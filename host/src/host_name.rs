@@ -3,15 +3,36 @@
 use crate::bindings::types::{HostNameType, SocketError};
 use crate::conv::invalid_argument;
 use std::net::IpAddr;
+use std::sync::OnceLock;
 
 /// A parsed host name. Mirrors `Windows.Networking.HostName`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct HostName {
-    raw: String,
-    canonical: String,
+    names: Names,
     kind: HostNameType,
     ip: Option<IpAddr>,
 }
+
+/// A host name's strings.
+#[derive(Clone, Debug)]
+enum Names {
+    /// Parsed from what a guest gave.
+    Given { raw: String, canonical: String },
+    /// An address the host found: both names are the address, formatted on first use
+    /// (a received datagram carries two host names that its handler rarely reads).
+    Found(OnceLock<String>),
+}
+
+impl PartialEq for HostName {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.ip == other.ip
+            && self.raw_name() == other.raw_name()
+            && self.canonical_name() == other.canonical_name()
+    }
+}
+
+impl Eq for HostName {}
 
 impl HostName {
     /// Parses a DNS name or an IP literal; see `host-name.parse` in the WIT for the rules.
@@ -22,8 +43,10 @@ impl HostName {
             .unwrap_or(raw);
         if let Ok(ip) = bare.parse::<IpAddr>() {
             return Ok(Self {
-                raw: raw.to_string(),
-                canonical: ip.to_string(),
+                names: Names::Given {
+                    raw: raw.to_string(),
+                    canonical: ip.to_string(),
+                },
                 kind: match ip {
                     IpAddr::V4(_) => HostNameType::Ipv4,
                     IpAddr::V6(_) => HostNameType::Ipv6,
@@ -35,8 +58,10 @@ impl HostName {
         validate_dns_name(name)
             .map_err(|why| invalid_argument(format!("host name {raw:?}: {why}")))?;
         Ok(Self {
-            raw: raw.to_string(),
-            canonical: name.to_lowercase(),
+            names: Names::Given {
+                raw: raw.to_string(),
+                canonical: name.to_lowercase(),
+            },
             kind: HostNameType::DomainName,
             ip: None,
         })
@@ -46,8 +71,7 @@ impl HostName {
     pub fn from_ip(ip: IpAddr) -> Self {
         let ip = ip.to_canonical();
         Self {
-            raw: ip.to_string(),
-            canonical: ip.to_string(),
+            names: Names::Found(OnceLock::new()),
             kind: match ip {
                 IpAddr::V4(_) => HostNameType::Ipv4,
                 IpAddr::V6(_) => HostNameType::Ipv6,
@@ -58,20 +82,30 @@ impl HostName {
 
     /// The string it was made from.
     pub fn raw_name(&self) -> &str {
-        &self.raw
+        match &self.names {
+            Names::Given { raw, .. } => raw,
+            Names::Found(text) => self.found_text(text),
+        }
     }
 
     /// The normalized name.
     pub fn canonical_name(&self) -> &str {
-        &self.canonical
+        match &self.names {
+            Names::Given { canonical, .. } => canonical,
+            Names::Found(text) => self.found_text(text),
+        }
+    }
+
+    fn found_text<'a>(&self, text: &'a OnceLock<String>) -> &'a str {
+        text.get_or_init(|| self.ip.map(|ip| ip.to_string()).unwrap_or_default())
     }
 
     /// The name for display: the raw name without IPv6 brackets.
     pub fn display_name(&self) -> &str {
-        self.raw
-            .strip_prefix('[')
+        let raw = self.raw_name();
+        raw.strip_prefix('[')
             .and_then(|s| s.strip_suffix(']'))
-            .unwrap_or(&self.raw)
+            .unwrap_or(raw)
     }
 
     /// Whether it is a DNS name or an IP literal.
@@ -129,6 +163,18 @@ mod tests {
             HostName::parse("127.0.0.1").unwrap().kind(),
             HostNameType::Ipv4
         );
+    }
+
+    #[test]
+    fn found_addresses_are_named_on_first_use() {
+        let found = HostName::from_ip("::ffff:10.0.0.1".parse().unwrap());
+        assert_eq!(found.kind(), HostNameType::Ipv4);
+        assert_eq!(found.raw_name(), "10.0.0.1");
+        assert_eq!(found.canonical_name(), "10.0.0.1");
+        assert_eq!(found, HostName::parse("10.0.0.1").unwrap());
+        let v6 = HostName::from_ip("fe80::1".parse().unwrap());
+        assert_eq!(v6.clone().display_name(), "fe80::1");
+        assert_ne!(v6, HostName::parse("[fe80::1]").unwrap());
     }
 
     #[test]

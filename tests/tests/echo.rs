@@ -1,6 +1,7 @@
 //! The seed's echo samples as guests, against native tokio peers and against each other.
 
 use sockhost_tests::*;
+use std::time::Duration;
 use tokio::net::UdpSocket;
 
 /// A guest TCP echo server answers a native client, several connections at once.
@@ -70,6 +71,46 @@ async fn udp_guest_server_native_client() {
         assert_eq!(&buf[..n], message.as_bytes());
     }
     server.app.stop();
+}
+
+/// Datagrams that arrive together, queued before the server receives them, are all
+/// answered (handlers of a backlog run as tasks of their own), and a shutdown ends the
+/// server's delivery.
+#[tokio::test(flavor = "multi_thread")]
+async fn udp_guest_server_answers_a_burst() {
+    const SOCKETS: usize = 8;
+    const EACH: usize = 8;
+    let runtime = runtime(loopback_policy());
+    let server = start(&runtime, UDP_ECHO_SERVER, &["0", "--address", "127.0.0.1"]);
+    let addr = server.bound(Transport::Udp).await;
+    assert_eq!(addr.ip(), std::net::Ipv4Addr::LOCALHOST);
+    let mut clients = Vec::new();
+    for _ in 0..SOCKETS {
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        client.connect(addr).await.unwrap();
+        clients.push(client);
+    }
+    for (c, client) in clients.iter().enumerate() {
+        for i in 0..EACH {
+            client.send(format!("{c}/{i}").as_bytes()).await.unwrap();
+        }
+    }
+    for (c, client) in clients.iter().enumerate() {
+        let mut echoed = std::collections::BTreeSet::new();
+        let mut buf = [0u8; 100];
+        while echoed.len() < EACH {
+            let n = tokio::time::timeout(TIMEOUT, client.recv(&mut buf))
+                .await
+                .expect("every datagram of the burst is echoed")
+                .unwrap();
+            echoed.insert(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+        let sent: std::collections::BTreeSet<_> = (0..EACH).map(|i| format!("{c}/{i}")).collect();
+        assert_eq!(echoed, sent);
+    }
+    server.app.shutdown(Duration::from_secs(5));
+    let output = server.finish().await;
+    assert_eq!(output.exit.code, 0, "{}", output.stderr);
 }
 
 /// The seed's fixed reply port: the server answers from a new socket to port 1338's stand-in.

@@ -1,5 +1,5 @@
-//! `tcp-echo-server [SERVICE]`: the seed's TCP echo server. Listens on SERVICE (default
-//! "1337") on all interfaces and echoes every byte of every connection back until the peer
+//! `tcp-echo-server [SERVICE] [--address HOST]`: the seed's TCP echo server. Listens on
+//! SERVICE (default "1337") on all interfaces, or on HOST's address alone, and echoes every byte of every connection back until the peer
 //! closes (RFC 862). Connections arrive at the exported `connection-received` handler, which
 //! the host runs in a fresh instance per connection, so many connections echo at once.
 
@@ -11,20 +11,29 @@ use sockhost_guest::datagram_socket::MessageReceivedEvent;
 use sockhost_guest::describe;
 use sockhost_guest::socket_activity::SocketActivityEvent;
 use sockhost_guest::stream_socket_listener::{ConnectionReceivedEvent, StreamSocketListener};
-use sockhost_guest::types::SocketProtectionLevel;
+use sockhost_guest::types::{HostName, SocketProtectionLevel};
 
 /// The component: `run` binds, `connection-received` echoes.
 struct TcpEchoServer;
 
 impl Run for TcpEchoServer {
     fn run() -> Result<(), ()> {
-        let service = std::env::args()
-            .nth(1)
-            .unwrap_or_else(|| "1337".to_string());
+        let mut service = "1337".to_string();
+        let mut address = None;
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--address" => address = args.next(),
+                _ => service = arg,
+            }
+        }
         let listener = StreamSocketListener::new();
-        let listen = listener
-            .bind_service_name(&service, SocketProtectionLevel::PlainSocket)
-            .and_then(|()| listener.enable_connection_received("echo"));
+        let listen = match address {
+            None => listener.bind_service_name(&service, SocketProtectionLevel::PlainSocket),
+            Some(address) => HostName::parse(&address)
+                .and_then(|host| listener.bind_endpoint(Some(&host), &service)),
+        }
+        .and_then(|()| listener.enable_connection_received("echo"));
         if let Err(e) = listen {
             eprintln!("tcp-echo-server: listen on {service}: {}", describe(&e));
             return Err(());

@@ -2,7 +2,6 @@
 //! write is one datagram, and delivery of received datagrams to `receive` or to the app's
 //! `message-received` handler.
 
-use super::AbortOnDrop;
 use super::writer::{BatchWriter, Queue, Sink};
 use crate::bindings::types::{SocketError, SocketErrorStatus, SocketQualityOfService};
 use crate::conv::{canonical, error, invalid_argument, invalid_operation, io_error};
@@ -18,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
+use tokio::sync::oneshot;
 use wasmtime_wasi_io::poll::Pollable;
 
 /// The largest UDP payload the wire format can carry; the kernel refuses more than 65,507
@@ -78,11 +78,28 @@ impl SharedUdp {
 
     /// Receives one datagram into `buf`.
     async fn receive(&self, buf: &mut [u8]) -> Result<DatagramMessage, SocketError> {
-        let (n, remote) = self
-            .socket
-            .recv_from(buf)
-            .await
-            .map_err(|e| io_error(&e, format!("receive on {}", self.local)))?;
+        let received = self.socket.recv_from(buf).await;
+        self.message(buf, received)
+    }
+
+    /// Receives one datagram into `buf` if one is queued; `None` if none is.
+    pub(crate) fn try_receive(
+        &self,
+        buf: &mut [u8],
+    ) -> Option<Result<DatagramMessage, SocketError>> {
+        match self.socket.try_recv_from(buf) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            received => Some(self.message(buf, received)),
+        }
+    }
+
+    fn message(
+        &self,
+        buf: &[u8],
+        received: io::Result<(usize, SocketAddr)>,
+    ) -> Result<DatagramMessage, SocketError> {
+        let (n, remote) =
+            received.map_err(|e| io_error(&e, format!("receive on {}", self.local)))?;
         Ok(DatagramMessage {
             remote: canonical(remote),
             local: self.local.ip().to_canonical(),
@@ -117,8 +134,8 @@ struct Bound {
     remote: Option<SocketAddr>,
     /// The output stream to the connected peer, shared by its handles.
     connected_writer: Option<BatchWriter<UdpSink>>,
-    /// The task that delivers datagrams to the handler, once enabled.
-    delivery: Option<AbortOnDrop>,
+    /// Once the handler is enabled: dropping it stops the app's delivery of datagrams.
+    delivery: Option<oneshot::Sender<()>>,
 }
 
 /// A UDP socket. Mirrors UWP `DatagramSocket`.
@@ -370,7 +387,8 @@ impl DatagramSocket {
         shared.receive(&mut self.receive_buffer).await
     }
 
-    /// Sends every datagram to the app's handler, tagged with `tag`.
+    /// Sends every datagram to the app's handler, tagged with `tag`: the app receives them
+    /// (see `App::serve_datagrams`) until this socket is closed or `cancel-io` is called.
     pub fn enable_message_received(
         &mut self,
         events: EventSender,
@@ -382,28 +400,17 @@ impl DatagramSocket {
                 "the socket already delivers to the message-received handler",
             ));
         }
-        let shared = bound.shared.clone();
-        bound.delivery = Some(AbortOnDrop::spawn(async move {
-            let mut buf = vec![0; MAX_DATAGRAM];
-            loop {
-                let message = match shared.receive(&mut buf).await {
-                    Ok(message) => message,
-                    Err(e) => {
-                        // ICMP errors for earlier sends surface here; they end nothing.
-                        tracing::debug!(error = ?e.message, "receive failed");
-                        continue;
-                    }
-                };
-                let event = SocketEvent::MessageReceived {
-                    tag: tag.clone(),
-                    socket: shared.clone(),
-                    message,
-                };
-                if events.send(event).await.is_err() {
-                    return;
-                }
-            }
-        }));
+        let (stop, stopped) = oneshot::channel();
+        bound.delivery = Some(stop);
+        let event = SocketEvent::MessagesEnabled {
+            tag,
+            socket: bound.shared.clone(),
+            stopped,
+        };
+        // The app's queue may be full; the event waits for room, not the guest.
+        tokio::spawn(async move {
+            let _ = events.send(event).await;
+        });
         Ok(())
     }
 
