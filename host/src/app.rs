@@ -216,7 +216,7 @@ impl App {
                     let Some(Delivered { event, keep_alive }) = delivered else { break None };
                     if let SocketEvent::MessagesEnabled { tag, socket, stopped } = event {
                         let source = DatagramSource { tag, socket, stopped, keep_alive };
-                        let serve = app.clone().serve_datagrams(service.clone(), source, limit.clone(), shutdown.clone());
+                        let serve = app.clone().serve_datagrams(source, limit.clone(), shutdown.clone());
                         handlers.spawn(serve);
                         continue;
                     }
@@ -298,7 +298,6 @@ impl App {
     /// lets the handlers running finish.
     async fn serve_datagrams(
         self: Arc<Self>,
-        service: ServicePre<HostState>,
         source: DatagramSource,
         limit: Arc<Semaphore>,
         mut shutdown: watch::Receiver<Option<Duration>>,
@@ -306,9 +305,17 @@ impl App {
         let DatagramSource {
             tag,
             socket,
-            mut stopped,
+            stopped,
             keep_alive,
         } = source;
+        // One future for both ends, made once: not a waiter registered per datagram.
+        let stop = async move {
+            tokio::select! {
+                _ = stopped => {}
+                Ok(_) = shutdown.wait_for(Option::is_some) => {}
+            }
+        };
+        tokio::pin!(stop);
         let events = keep_alive.downgrade();
         let mut buf = vec![0; MAX_DATAGRAM];
         let mut inline = FuturesUnordered::new();
@@ -334,12 +341,7 @@ impl App {
                 biased;
                 Some(()) = inline.next(), if !inline.is_empty() => {}
                 Some(_) = spawned.join_next(), if !spawned.is_empty() => {}
-                _ = &mut stopped => break,
-                Ok(()) = shutdown.changed() => {
-                    if shutdown.borrow().is_some() {
-                        break;
-                    }
-                }
+                () = &mut stop => break,
                 received = received => {
                     let Some((permit, received, waited)) = received else { break };
                     let message = match received {
@@ -351,7 +353,6 @@ impl App {
                         }
                     };
                     let handler = self.clone().handle_datagram(
-                        service.clone(),
                         events.clone(),
                         tag.clone(),
                         socket.clone(),
@@ -374,15 +375,18 @@ impl App {
     /// Handles one datagram within the permit it was received under.
     async fn handle_datagram(
         self: Arc<Self>,
-        service: ServicePre<HostState>,
         events: WeakEventSender,
         tag: String,
         socket: Arc<SharedUdp>,
         message: DatagramMessage,
         permit: OwnedSemaphorePermit,
     ) {
+        // Only components with handlers serve events.
+        let Some(service) = &self.program.handlers else {
+            return;
+        };
         let handled = self
-            .call_datagram_handler(&service, Some(events), tag, socket, message)
+            .call_datagram_handler(service, Some(events), tag, socket, message)
             .await;
         if let Err(e) = handled {
             tracing::warn!(app = self.id, error = %e, "handler failed; only its own datagram is lost");
