@@ -38,8 +38,25 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 mod batch;
 mod echo;
 
+/// The cases, in the order a full run takes them: the idle case last, as closing its
+/// 10,000 connections keeps the kernel busy a while.
+const CASES: [&str; 5] = ["echo", "batch", "connection", "tls", "idle"];
+
+const USAGE: &str = "usage: sockhost-bench [echo|batch|connection|tls|idle]... [--seconds S] \
+[--quick] [--json PATH] [--rounds N] [--idle N] [--only TEXT]";
+
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> std::process::ExitCode {
+    match bench().await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sockhost-bench: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench() -> anyhow::Result<()> {
     // The idle case holds 10,000 connections, a file each, at both ends.
     sockhost::raise_open_file_limit()?;
     let mut cases = Vec::new();
@@ -103,14 +120,16 @@ async fn main() -> anyhow::Result<()> {
                     .and_then(|n| n.parse().ok())
                     .ok_or_else(|| anyhow::anyhow!("--idle needs a number"))?
             }
-            case => cases.push(case.to_string()),
+            "--help" | "-h" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            case if CASES.contains(&case) => cases.push(case.to_string()),
+            other => anyhow::bail!("unknown case or option {other:?} (see --help)"),
         }
     }
     if cases.is_empty() {
-        // The idle case last: closing its 10,000 connections keeps the kernel busy a while.
-        cases = ["echo", "batch", "connection", "tls", "idle"]
-            .map(String::from)
-            .to_vec();
+        cases = CASES.map(String::from).to_vec();
     }
     let time = std::time::Duration::from_secs_f64(seconds);
     println!(
@@ -124,9 +143,7 @@ async fn main() -> anyhow::Result<()> {
             "idle" => idle_memory(idle).await?,
             "echo" => echo_cases(time, &only).await?,
             "batch" => batch::batch_cases(batch_rounds).await?,
-            other => {
-                anyhow::bail!("unknown case {other:?} (known: echo, batch, connection, idle, tls)")
-            }
+            _ => unreachable!("cases are checked as they are read"),
         }
     }
     if let Some(path) = json {
