@@ -21,15 +21,16 @@ use crate::ctx::{
 };
 use crate::policy::NetworkPolicy;
 use crate::runtime::{AppExit, HostState, Program, RunOptions};
-use crate::socket::datagram::{DatagramMessage, DatagramSocket, MAX_DATAGRAM, SharedUdp};
+use crate::socket::datagram::{DatagramMessage, DatagramSocket, Delivery, MAX_DATAGRAM, SharedUdp};
 use crate::socket::link::Link;
 use crate::socket::listener::StreamSocketListener;
 use crate::tls::TlsConfig;
-use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use wasmtime::component::ResourceTable;
 use wasmtime::{Engine, Store, UpdateDeadline};
@@ -92,7 +93,7 @@ pub(crate) struct App {
     pub(crate) limits: HandlerLimits,
     /// The app's brokered sockets, shared by all its instances.
     pub(crate) broker: Arc<Broker>,
-    /// Instances that handled a datagram and wait for the next one (see `handle_datagram`).
+    /// Instances that handled a datagram and wait for the next one (see `call_datagram_handler`).
     pub(crate) idle_datagram_handlers: std::sync::Mutex<Vec<(Store<HostState>, Service)>>,
 }
 
@@ -196,8 +197,9 @@ impl App {
                 },
             },
         };
-        // Serve events while some socket of `run`'s store delivers them (a delivery task
-        // holds the only strong sender); the store stays alive so its sockets stay open.
+        // Serve events while some socket delivers them (a listener's delivery task, a
+        // datagram socket's `serve_datagrams` task or a running handler holds each strong
+        // sender); the store stays alive so its sockets stay open.
         drop(events);
         let Some(service) = self
             .program
@@ -214,8 +216,8 @@ impl App {
             tokio::select! {
                 delivered = received.recv() => {
                     let Some(Delivered { event, keep_alive }) = delivered else { break None };
-                    if let SocketEvent::MessagesEnabled { tag, socket, stopped } = event {
-                        let source = DatagramSource { tag, socket, stopped, keep_alive };
+                    if let SocketEvent::MessagesEnabled { tag, socket, delivery } = event {
+                        let source = DatagramSource { tag, socket, delivery, keep_alive };
                         let serve = app.clone().serve_datagrams(source, limit.clone(), shutdown.clone());
                         handlers.spawn(serve);
                         continue;
@@ -248,7 +250,7 @@ impl App {
                 if tokio::time::timeout(grace, finish).await.is_err() {
                     tracing::warn!(
                         app = app.id,
-                        running = handlers.len(),
+                        tasks = handlers.len(),
                         "grace period over; stopping the handlers still running"
                     );
                     handlers.abort_all();
@@ -305,13 +307,14 @@ impl App {
         let DatagramSource {
             tag,
             socket,
-            stopped,
+            delivery,
             keep_alive,
         } = source;
         // One future for both ends, made once: not a waiter registered per datagram.
+        let stopping = delivery.clone();
         let stop = async move {
             tokio::select! {
-                _ = stopped => {}
+                () = stopping.stopped() => {}
                 Ok(_) = shutdown.wait_for(Option::is_some) => {}
             }
         };
@@ -339,7 +342,12 @@ impl App {
             };
             tokio::select! {
                 biased;
-                Some(()) = inline.next(), if !inline.is_empty() => {}
+                Some(handled) = inline.next(), if !inline.is_empty() => {
+                    let handled: std::thread::Result<()> = handled;
+                    if handled.is_err() {
+                        tracing::error!(app = self.id, "a datagram handler panicked in the host");
+                    }
+                }
                 Some(_) = spawned.join_next(), if !spawned.is_empty() => {}
                 () = &mut stop => break,
                 received = received => {
@@ -355,12 +363,15 @@ impl App {
                     let handler = self.clone().handle_datagram(
                         events.clone(),
                         tag.clone(),
-                        socket.clone(),
+                        (socket.clone(), delivery.clone()),
                         message,
                         permit,
                     );
-                    if waited {
-                        inline.push(handler);
+                    // Inline only while no other handler runs here: one that computes or
+                    // waits would delay the next.
+                    if waited && inline.is_empty() {
+                        // A host panic ends this handler, not the socket's delivery.
+                        inline.push(AssertUnwindSafe(handler).catch_unwind());
                     } else {
                         spawned.spawn(handler);
                     }
@@ -377,7 +388,7 @@ impl App {
         self: Arc<Self>,
         events: WeakEventSender,
         tag: String,
-        socket: Arc<SharedUdp>,
+        socket: (Arc<SharedUdp>, Arc<Delivery>),
         message: DatagramMessage,
         permit: OwnedSemaphorePermit,
     ) {
@@ -403,7 +414,7 @@ impl App {
         service: &ServicePre<HostState>,
         events: Option<WeakEventSender>,
         tag: String,
-        socket: Arc<SharedUdp>,
+        (socket, delivery): (Arc<SharedUdp>, Arc<Delivery>),
         message: DatagramMessage,
     ) -> wasmtime::Result<()> {
         let reused = self
@@ -426,7 +437,9 @@ impl App {
         let call = async {
             let mut view = store.data_mut().sockets();
             let message = view.push_message(message)?;
-            let socket = view.table.push(DatagramSocket::shared(socket))?;
+            let socket = view
+                .table
+                .push(DatagramSocket::delivering(socket, delivery))?;
             let event = datagram_socket::MessageReceivedEvent {
                 socket_tag: tag,
                 socket,
@@ -533,7 +546,7 @@ impl App {
 struct DatagramSource {
     tag: String,
     socket: Arc<SharedUdp>,
-    stopped: oneshot::Receiver<()>,
+    delivery: Arc<Delivery>,
     /// Keeps the app serving while the socket delivers.
     keep_alive: EventSender,
 }

@@ -7,7 +7,7 @@ use crate::broker::Broker;
 use crate::conv::error;
 use crate::policy::NetworkPolicy;
 use crate::resolve::Transport;
-use crate::socket::datagram::SharedUdp;
+use crate::socket::datagram::{Delivery, SharedUdp};
 use crate::socket::stream::StreamSocket;
 use crate::tls::TlsConfig;
 use std::net::SocketAddr;
@@ -48,8 +48,8 @@ pub enum SocketEvent {
         tag: String,
         /// The socket, shared with the one that enabled the handler.
         socket: Arc<SharedUdp>,
-        /// Resolves when the socket stops delivering (closed, or `cancel-io`).
-        stopped: tokio::sync::oneshot::Receiver<()>,
+        /// Stopped when the socket is closed or `cancel-io` is called.
+        delivery: Arc<Delivery>,
     },
 }
 
@@ -85,6 +85,21 @@ impl EventSender {
             keep_alive: self.clone(),
         };
         self.0.send(delivered).await.map_err(|_| ())
+    }
+
+    /// Sends an event without waiting: into the app's queue if it has room, else from a task
+    /// that waits for room.
+    pub fn send_soon(&self, event: SocketEvent) {
+        let delivered = Delivered {
+            event,
+            keep_alive: self.clone(),
+        };
+        if let Err(mpsc::error::TrySendError::Full(delivered)) = self.0.try_send(delivered) {
+            let sender = self.0.clone();
+            tokio::spawn(async move {
+                let _ = sender.send(delivered).await;
+            });
+        }
     }
 
     /// The weak form.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
-use tokio::sync::oneshot;
+use tokio::sync::watch;
 use wasmtime_wasi_io::poll::Pollable;
 
 /// The largest UDP payload the wire format can carry; the kernel refuses more than 65,507
@@ -134,8 +134,50 @@ struct Bound {
     remote: Option<SocketAddr>,
     /// The output stream to the connected peer, shared by its handles.
     connected_writer: Option<BatchWriter<UdpSink>>,
-    /// Once the handler is enabled: dropping it stops the app's delivery of datagrams.
-    delivery: Option<oneshot::Sender<()>>,
+    /// Set once datagrams go to the `message-received` handler.
+    delivery: Option<Delivering>,
+}
+
+/// A socket's delivery of datagrams to the app's `message-received` handler, shared by the
+/// handle that enabled it and the handles the handlers are given: all are the same socket,
+/// as UWP's `sender` is.
+pub struct Delivery {
+    stop: watch::Sender<bool>,
+}
+
+impl Delivery {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            stop: watch::Sender::new(false),
+        })
+    }
+
+    /// Ends the delivery: the app stops receiving the socket's datagrams.
+    pub fn stop(&self) {
+        self.stop.send_replace(true);
+    }
+
+    /// Returns once the delivery has been stopped.
+    pub async fn stopped(&self) {
+        let mut stopped = self.stop.subscribe();
+        let _ = stopped.wait_for(|stopped| *stopped).await;
+    }
+}
+
+/// A handle's part in a delivery.
+struct Delivering {
+    delivery: Arc<Delivery>,
+    /// The handle that enabled delivery: closing it stops delivery. A handler's handle may
+    /// stop it by `cancel-io`, but dropping one, as every handler does, does not.
+    owner: bool,
+}
+
+impl Drop for Delivering {
+    fn drop(&mut self) {
+        if self.owner {
+            self.delivery.stop();
+        }
+    }
 }
 
 /// A UDP socket. Mirrors UWP `DatagramSocket`.
@@ -160,15 +202,18 @@ impl Default for DatagramSocket {
 }
 
 impl DatagramSocket {
-    /// A handle on a socket another instance bound (for `message-received`).
-    pub fn shared(shared: Arc<SharedUdp>) -> Self {
+    /// The handle a `message-received` handler is given on the socket that delivers.
+    pub fn delivering(shared: Arc<SharedUdp>, delivery: Arc<Delivery>) -> Self {
         Self {
             control: DatagramControl::default(),
             state: DatagramState::Bound(Bound {
                 shared,
                 remote: None,
                 connected_writer: None,
-                delivery: None,
+                delivery: Some(Delivering {
+                    delivery,
+                    owner: false,
+                }),
             }),
             receive_buffer: Vec::new(),
             transfer_enabled: false,
@@ -400,16 +445,15 @@ impl DatagramSocket {
                 "the socket already delivers to the message-received handler",
             ));
         }
-        let (stop, stopped) = oneshot::channel();
-        bound.delivery = Some(stop);
-        let event = SocketEvent::MessagesEnabled {
+        let delivery = Delivery::new();
+        bound.delivery = Some(Delivering {
+            delivery: delivery.clone(),
+            owner: true,
+        });
+        events.send_soon(SocketEvent::MessagesEnabled {
             tag,
             socket: bound.shared.clone(),
-            stopped,
-        };
-        // The app's queue may be full; the event waits for room, not the guest.
-        tokio::spawn(async move {
-            let _ = events.send(event).await;
+            delivery,
         });
         Ok(())
     }
@@ -462,12 +506,15 @@ impl DatagramSocket {
         result.map_err(|e| io_error(&e, format!("join {ip}")))
     }
 
-    /// Flushes the connected stream and stops the delivery of datagrams.
+    /// Flushes the connected stream and stops the delivery of datagrams, from any handle on
+    /// the socket.
     pub async fn cancel_io(&mut self) -> Result<(), SocketError> {
         let Ok(bound) = self.bound() else {
             return Ok(());
         };
-        bound.delivery = None;
+        if let Some(delivering) = bound.delivery.take() {
+            delivering.delivery.stop();
+        }
         match bound.connected_writer.clone() {
             Some(writer) => writer.flush_and_wait().await,
             None => Ok(()),

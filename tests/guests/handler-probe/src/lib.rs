@@ -2,7 +2,9 @@
 //! and answers each: `trap` panics (a trap), `spin` loops forever (for the CPU deadline),
 //! `stall` stops reading (for the idle timeout), anything else is echoed. Datagrams are
 //! echoed by `message-received` on a UDP socket bound to the same SERVICE (with `0`, a port
-//! of its own, which the test reads from the app's UDP binding).
+//! of its own, which the test reads from the app's UDP binding), except `cancel`, which
+//! calls `cancel-io` on the handler's socket, and `receive`, which tries `receive` on it;
+//! each answers with the outcome.
 
 sockhost_guest::component!("../../../wit", "sockhost:sockets/service", HandlerProbe);
 
@@ -72,9 +74,25 @@ impl Handlers for HandlerProbe {
 
     fn message_received(event: MessageReceivedEvent) {
         let message = event.message;
-        let _ = event
-            .socket
-            .send_to(&message.data, &message.remote_address, &message.remote_port);
+        let socket = event.socket;
+        let reply = match message.data.as_slice() {
+            // Stops the delivery through the handler's handle on the socket.
+            b"cancel" => match socket.cancel_io() {
+                Ok(()) => "cancelled".to_string(),
+                Err(e) => describe(&e),
+            },
+            // The socket delivers to this handler, so pulling a datagram must fail.
+            b"receive" => match socket.receive() {
+                Ok(_) => "received".to_string(),
+                Err(e) => describe(&e),
+            },
+            data => String::from_utf8_lossy(data).into_owned(),
+        };
+        let _ = socket.send_to(
+            reply.as_bytes(),
+            &message.remote_address,
+            &message.remote_port,
+        );
     }
 
     fn socket_activity(_event: SocketActivityEvent) {}
