@@ -271,23 +271,12 @@ fn second_signal_stops_at_once() {
     );
 }
 
-/// Socket activation: a listening socket handed over at fd 3 (LISTEN_FDS) reaches the
-/// component through the broker, named by LISTEN_FDNAMES.
-#[test]
+/// Hands `listener` to the command's process at fd 3, as systemd's socket activation does.
 #[allow(unsafe_code, reason = "dup2 in the child before exec, as systemd does")]
-fn socket_activation_with_an_inherited_listener() {
+fn pass_at_fd_3(command: &mut Command, listener: &std::net::TcpListener) {
     use std::os::fd::AsRawFd;
     use std::os::unix::process::CommandExt;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
     let fd = listener.as_raw_fd();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sockhost"));
-    command
-        .args(["run", "--listen-fds", sockhost_guests::BROKER_PROBE])
-        .env("LISTEN_FDS", "1")
-        .env("LISTEN_FDNAMES", "web")
-        .env_remove("LISTEN_PID")
-        .stdout(std::process::Stdio::null());
     // SAFETY: dup2 is async-signal-safe; it puts the listener at fd 3 without CLOEXEC.
     unsafe {
         command.pre_exec(move || {
@@ -302,11 +291,49 @@ fn socket_activation_with_an_inherited_listener() {
             }
         });
     }
-    let mut child = command.spawn().unwrap();
+}
+
+/// Starts `command` with a fresh listener at fd 3 and echoes one line through it; returns
+/// the line the component answered.
+fn activate(mut command: Command) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    pass_at_fd_3(&mut command, &listener);
+    let mut child = command
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_FDNAMES", "web")
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     drop(listener);
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     let line = echo_line(&mut stream, "activated");
     let _ = child.kill();
     let _ = child.wait();
-    assert_eq!(line, "connection-accepted:web::activated:0");
+    line
+}
+
+/// Socket activation: a listening socket handed over at fd 3 (LISTEN_FDS) reaches the
+/// component through the broker, named by LISTEN_FDNAMES.
+#[test]
+fn socket_activation_with_an_inherited_listener() {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sockhost"));
+    command
+        .args(["run", "--listen-fds", sockhost_guests::BROKER_PROBE])
+        .env_remove("LISTEN_PID");
+    assert_eq!(activate(command), "connection-accepted:web::activated:0");
+}
+
+/// Without `--listen-fds`, the inherited sockets are taken when LISTEN_PID names this
+/// process, as systemd sets it: the shell's `exec` keeps its pid for sockhost.
+#[test]
+fn socket_activation_is_automatic_when_listen_pid_matches() {
+    let mut command = Command::new("sh");
+    command.args([
+        "-c",
+        r#"LISTEN_PID=$$ exec "$0" run "$1""#,
+        env!("CARGO_BIN_EXE_sockhost"),
+        sockhost_guests::BROKER_PROBE,
+    ]);
+    assert_eq!(activate(command), "connection-accepted:web::activated:0");
 }
