@@ -1,12 +1,13 @@
-//! What socket2 does not wrap: the TCP_INFO and IP_MTU_DISCOVER options, sendmmsg, inherited
-//! listening sockets, and the open-file limit.
+//! What socket2 does not wrap: the TCP_INFO and IP_MTU_DISCOVER options, a datagram's
+//! destination address (IP_PKTINFO), sendmmsg, inherited listening sockets, and the
+//! open-file limit.
 #![allow(
     unsafe_code,
-    reason = "getsockopt/setsockopt/sendmmsg on borrowed, open sockets; getrlimit/setrlimit"
+    reason = "getsockopt/setsockopt/recvmsg/sendmmsg on borrowed, open sockets; getrlimit/setrlimit"
 )]
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Round-trip times of a TCP connection in microseconds: (smoothed, variance, minimum).
@@ -63,6 +64,86 @@ pub fn set_dont_fragment(fd: BorrowedFd<'_>, ipv6: bool, on: bool) -> io::Result
         return Err(io::Error::last_os_error());
     }
     Ok(())
+}
+
+/// Has the kernel tell each received datagram's destination address: IP_PKTINFO on an IPv4
+/// socket, IPV6_RECVPKTINFO on an IPv6 one (which covers its IPv4-mapped datagrams too).
+pub fn enable_packet_info(fd: BorrowedFd<'_>, ipv6: bool) -> io::Result<()> {
+    let (level, name) = match ipv6 {
+        true => (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
+        false => (libc::IPPROTO_IP, libc::IP_PKTINFO),
+    };
+    let on: libc::c_int = 1;
+    // SAFETY: `on` is a c_int that outlives the call and the fd is open for the borrow.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Receives one datagram into `buf`: its length, its sender, and the address it was sent
+/// to when the socket has packet info on (see [`enable_packet_info`]).
+pub fn recv_with_destination(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr, Option<IpAddr>)> {
+    let mut from = socket2::SockAddrStorage::zeroed();
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // Room for one in6_pktinfo control message, the larger of the two, 8-byte aligned.
+    let mut control = [0u64; 8];
+    // SAFETY: all-zero is a valid msghdr; SockAddrStorage is a sockaddr_storage.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name =
+        (unsafe { from.view_as::<libc::sockaddr_storage>() } as *mut libc::sockaddr_storage).cast();
+    msg.msg_namelen = from.size_of();
+    msg.msg_iov = &raw mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = std::mem::size_of_val(&control) as _;
+    // SAFETY: every pointer in `msg` is valid for its length for the call's duration.
+    let n = unsafe { libc::recvmsg(fd.as_raw_fd(), &raw mut msg, 0) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel wrote a sockaddr of `msg_namelen` bytes into `from`.
+    let from = unsafe { socket2::SockAddr::new(from, msg.msg_namelen) }
+        .as_socket()
+        .ok_or_else(|| io::Error::other("a datagram from a sender that is not an IP address"))?;
+    let mut to = None;
+    // SAFETY: the CMSG macros walk the control buffer the kernel filled, within
+    // `msg_controllen`; each payload is read unaligned at the type the header names.
+    unsafe {
+        let mut header = libc::CMSG_FIRSTHDR(&raw const msg);
+        while !header.is_null() {
+            let data = libc::CMSG_DATA(header);
+            match ((*header).cmsg_level, (*header).cmsg_type) {
+                (libc::IPPROTO_IP, libc::IP_PKTINFO) => {
+                    let info = data.cast::<libc::in_pktinfo>().read_unaligned();
+                    let addr = Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr));
+                    to = Some(IpAddr::V4(addr));
+                }
+                (libc::IPPROTO_IPV6, libc::IPV6_PKTINFO) => {
+                    let info = data.cast::<libc::in6_pktinfo>().read_unaligned();
+                    to = Some(IpAddr::V6(Ipv6Addr::from(info.ipi6_addr.s6_addr)));
+                }
+                _ => {}
+            }
+            header = libc::CMSG_NXTHDR(&raw const msg, header);
+        }
+    }
+    Ok((n as usize, from, to))
 }
 
 /// The most datagrams one `sendmmsg` call takes (the kernel's UIO_MAXIOV).

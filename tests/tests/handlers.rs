@@ -306,3 +306,25 @@ async fn a_handler_cancels_its_sockets_delivery() {
     assert_eq!(echo_line(&mut stream, "still").await, "still");
     server.app.stop();
 }
+
+/// A socket bound to all interfaces tells each handler the local address its datagram
+/// reached (IP_PKTINFO), for IPv4 and IPv6 senders alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn datagrams_know_the_local_address_they_reached() {
+    let runtime = runtime(loopback_policy());
+    let server = start(&runtime, HANDLER_PROBE, &["0"]);
+    let port = server.bound(Transport::Udp).await.port();
+    for local in ["127.0.0.1", "::1"] {
+        let bind = SocketAddr::new(local.parse().unwrap(), 0);
+        let udp = tokio::net::UdpSocket::bind(bind).await.unwrap();
+        udp.connect(SocketAddr::new(bind.ip(), port)).await.unwrap();
+        udp.send(b"local").await.unwrap();
+        let mut buf = [0u8; 128];
+        let n = tokio::time::timeout(TIMEOUT, udp.recv(&mut buf))
+            .await
+            .expect("the handler answers")
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&buf[..n]), local);
+    }
+    server.app.stop();
+}

@@ -57,6 +57,9 @@ pub struct SharedUdp {
     pub socket: UdpSocket,
     /// The local address it is bound to.
     pub local: SocketAddr,
+    /// Bound to all interfaces, so each datagram's own destination address is asked of the
+    /// kernel (IP_PKTINFO) to tell the handler which local address it reached.
+    packet_info: bool,
     _port: PortRegistration,
 }
 
@@ -78,7 +81,18 @@ impl SharedUdp {
 
     /// Receives one datagram into `buf`.
     async fn receive(&self, buf: &mut [u8]) -> Result<DatagramMessage, SocketError> {
-        let received = self.socket.recv_from(buf).await;
+        let received = match self.packet_info {
+            true => {
+                let fd = self.socket.as_fd();
+                let receive = || crate::sys::recv_with_destination(fd, buf);
+                self.socket.async_io(Interest::READABLE, receive).await
+            }
+            false => self
+                .socket
+                .recv_from(buf)
+                .await
+                .map(|(n, from)| (n, from, None)),
+        };
         self.message(buf, received)
     }
 
@@ -87,7 +101,15 @@ impl SharedUdp {
         &self,
         buf: &mut [u8],
     ) -> Option<Result<DatagramMessage, SocketError>> {
-        match self.socket.try_recv_from(buf) {
+        let received = match self.packet_info {
+            true => {
+                let fd = self.socket.as_fd();
+                let receive = || crate::sys::recv_with_destination(fd, buf);
+                self.socket.try_io(Interest::READABLE, receive)
+            }
+            false => (self.socket.try_recv_from(buf)).map(|(n, from)| (n, from, None)),
+        };
+        match received {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
             received => Some(self.message(buf, received)),
         }
@@ -96,13 +118,13 @@ impl SharedUdp {
     fn message(
         &self,
         buf: &[u8],
-        received: io::Result<(usize, SocketAddr)>,
+        received: io::Result<(usize, SocketAddr, Option<IpAddr>)>,
     ) -> Result<DatagramMessage, SocketError> {
-        let (n, remote) =
+        let (n, remote, to) =
             received.map_err(|e| io_error(&e, format!("receive on {}", self.local)))?;
         Ok(DatagramMessage {
             remote: canonical(remote),
-            local: self.local.ip().to_canonical(),
+            local: to.unwrap_or(self.local.ip()).to_canonical(),
             data: buf[..n].to_vec(),
         })
     }
@@ -281,6 +303,9 @@ impl DatagramSocket {
                 if control.dont_fragment {
                     crate::sys::set_dont_fragment(socket.as_fd(), addr.is_ipv6(), true)?;
                 }
+                if addr.ip().is_unspecified() {
+                    crate::sys::enable_packet_info(socket.as_fd(), addr.is_ipv6())?;
+                }
                 super::apply_ip_options(
                     socket.into(),
                     addr,
@@ -297,6 +322,7 @@ impl DatagramSocket {
             shared: Arc::new(SharedUdp {
                 socket,
                 local,
+                packet_info: addr.ip().is_unspecified(),
                 _port: ctx.ports().register(ctx.app(), Transport::Udp, local),
             }),
             remote: None,
@@ -678,6 +704,7 @@ mod tests {
         let shared = Arc::new(SharedUdp {
             socket,
             local,
+            packet_info: false,
             _port: Arc::new(PortRegistry::default()).register(1, Transport::Udp, local),
         });
         let mut output = BatchWriter::new(UdpSink {

@@ -3,8 +3,8 @@
 //! `stall` stops reading (for the idle timeout), anything else is echoed. Datagrams are
 //! echoed by `message-received` on a UDP socket bound to the same SERVICE (with `0`, a port
 //! of its own, which the test reads from the app's UDP binding), except `cancel`, which
-//! calls `cancel-io` on the handler's socket, and `receive`, which tries `receive` on it;
-//! each answers with the outcome.
+//! calls `cancel-io` on the handler's socket, `receive`, which tries `receive` on it, and
+//! `local`, which answers with the local address the datagram reached.
 
 sockhost_guest::component!("../../../wit", "sockhost:sockets/service", HandlerProbe);
 
@@ -86,6 +86,8 @@ impl Handlers for HandlerProbe {
                 Ok(_) => "received".to_string(),
                 Err(e) => describe(&e),
             },
+            // The local address the datagram reached.
+            b"local" => message.local_address.canonical_name(),
             data => String::from_utf8_lossy(data).into_owned(),
         };
         let _ = socket.send_to(
