@@ -292,9 +292,10 @@ impl App {
     }
 
     /// Receives a socket's datagrams and runs `message-received` for each. A datagram that
-    /// had to be waited for runs its handler within this task, so it reaches the handler
-    /// without passing between tasks; one that was already queued (a backlog) gets a task of
-    /// its own, which another thread may take. Handlers of one socket run concurrently,
+    /// had to be waited for runs its handler within this task while no other handler runs
+    /// here, so it reaches the handler without passing between tasks; any other (a backlog,
+    /// or one that arrived while a handler runs) gets a task of its own, which another thread
+    /// may take. Handlers of one socket run concurrently,
     /// within the app's limit; while none may start, datagrams wait in the socket's kernel
     /// queue. Stops receiving when the socket stops delivering or the app shuts down, then
     /// lets the handlers running finish.
