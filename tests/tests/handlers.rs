@@ -275,36 +275,42 @@ async fn datagrams_and_connections_together() {
 }
 
 /// The socket a `message-received` handler is given is the socket that delivers: `receive`
-/// on it fails, and `cancel-io` on it stops the delivery while the app keeps serving.
+/// on it fails, and `cancel-io` or `close` on it stops the delivery while the app keeps
+/// serving.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_handler_cancels_its_sockets_delivery() {
-    let runtime = runtime(loopback_policy());
-    let server = start(&runtime, HANDLER_PROBE, &["0"]);
-    let tcp_port = server.bound(Transport::Tcp).await.port();
-    let port = server.bound(Transport::Udp).await.port();
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    udp.connect(("127.0.0.1", port)).await.unwrap();
-    let ask = async |question: &str| {
-        udp.send(question.as_bytes()).await.unwrap();
+async fn a_handler_stops_its_sockets_delivery() {
+    for (stop, answer) in [("cancel", "cancelled"), ("close", "closed")] {
+        let runtime = runtime(loopback_policy());
+        let server = start(&runtime, HANDLER_PROBE, &["0"]);
+        let tcp_port = server.bound(Transport::Tcp).await.port();
+        let port = server.bound(Transport::Udp).await.port();
+        // Not connected: the answer to `close` comes from another socket.
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let ask = async |question: &str| {
+            udp.send_to(question.as_bytes(), ("127.0.0.1", port))
+                .await
+                .unwrap();
+            let mut buf = [0u8; 512];
+            let n = tokio::time::timeout(TIMEOUT, udp.recv_from(&mut buf))
+                .await
+                .expect("the handler answers")
+                .unwrap()
+                .0;
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        assert_eq!(ask("before").await, "before");
+        let refused = ask("receive").await;
+        assert!(refused.starts_with("invalid-operation"), "{refused}");
+        assert_eq!(ask(stop).await, answer);
+        // No handler runs for later datagrams; the listener still serves.
+        udp.send_to(b"after", ("127.0.0.1", port)).await.unwrap();
         let mut buf = [0u8; 512];
-        let n = tokio::time::timeout(TIMEOUT, udp.recv(&mut buf))
-            .await
-            .expect("the handler answers")
-            .unwrap();
-        String::from_utf8_lossy(&buf[..n]).into_owned()
-    };
-    assert_eq!(ask("before").await, "before");
-    let refused = ask("receive").await;
-    assert!(refused.starts_with("invalid-operation"), "{refused}");
-    assert_eq!(ask("cancel").await, "cancelled");
-    // No handler runs for later datagrams; the listener still serves.
-    udp.send(b"after").await.unwrap();
-    let mut buf = [0u8; 512];
-    let late = tokio::time::timeout(Duration::from_millis(500), udp.recv(&mut buf)).await;
-    assert!(late.is_err(), "a datagram was handled after cancel-io");
-    let mut stream = connect(tcp_port).await;
-    assert_eq!(echo_line(&mut stream, "still").await, "still");
-    server.app.stop();
+        let late = tokio::time::timeout(Duration::from_millis(500), udp.recv_from(&mut buf)).await;
+        assert!(late.is_err(), "a datagram was handled after {stop}");
+        let mut stream = connect(tcp_port).await;
+        assert_eq!(echo_line(&mut stream, "still").await, "still");
+        server.app.stop();
+    }
 }
 
 /// A socket bound to all interfaces tells each handler the local address its datagram

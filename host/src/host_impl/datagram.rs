@@ -313,8 +313,7 @@ impl HostDatagramSocket for SocketsCtxView<'_> {
     }
 
     fn drop(&mut self, this: Resource<DatagramSocket>) -> wasmtime::Result<()> {
-        let mut socket = self.table.delete(this)?;
-        socket.close();
+        self.table.delete(this)?.release();
         Ok(())
     }
 }

@@ -548,7 +548,20 @@ impl DatagramSocket {
     }
 
     /// Closes the socket.
+    /// Closes the socket (`close`): on any handle of a socket that delivers to the handler,
+    /// that ends the delivery, as UWP's `sender.Dispose()` inside `MessageReceived` does.
     pub fn close(&mut self) {
+        if let DatagramState::Bound(b) = &self.state
+            && let Some(delivering) = &b.delivery
+        {
+            delivering.delivery.stop();
+        }
+        self.release();
+    }
+
+    /// Lets go of the handle (the guest dropped it): queued datagrams still leave, and only
+    /// the handle that enabled delivery ends it.
+    pub fn release(&mut self) {
         if let DatagramState::Bound(b) = &self.state
             && let Some(writer) = &b.connected_writer
         {

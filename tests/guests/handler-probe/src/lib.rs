@@ -3,7 +3,8 @@
 //! `stall` stops reading (for the idle timeout), anything else is echoed. Datagrams are
 //! echoed by `message-received` on a UDP socket bound to the same SERVICE (with `0`, a port
 //! of its own, which the test reads from the app's UDP binding), except `cancel`, which
-//! calls `cancel-io` on the handler's socket, `receive`, which tries `receive` on it, and
+//! calls `cancel-io` on the handler's socket, `close`, which closes it (and answers from a
+//! new socket), `receive`, which tries `receive` on it, and
 //! `local`, which answers with the local address the datagram reached.
 
 sockhost_guest::component!("../../../wit", "sockhost:sockets/service", HandlerProbe);
@@ -81,6 +82,21 @@ impl Handlers for HandlerProbe {
                 Ok(()) => "cancelled".to_string(),
                 Err(e) => describe(&e),
             },
+            // Closes the handler's handle, answering from a new socket on the loopback address
+            // the datagram reached.
+            b"close" => {
+                socket.close();
+                let reply = DatagramSocket::new();
+                let sent = reply
+                    .bind_endpoint(Some(&message.local_address), "0")
+                    .and_then(|()| {
+                        reply.send_to(b"closed", &message.remote_address, &message.remote_port)
+                    });
+                if let Err(e) = sent {
+                    eprintln!("handler-probe: close: {}", describe(&e));
+                }
+                return;
+            }
             // The socket delivers to this handler, so pulling a datagram must fail.
             b"receive" => match socket.receive() {
                 Ok(_) => "received".to_string(),
