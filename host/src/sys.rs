@@ -50,6 +50,16 @@ pub fn set_dont_fragment(fd: BorrowedFd<'_>, ipv6: bool, on: bool) -> io::Result
         };
         (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER, value)
     };
+    set_int_option(fd, level, name, value)
+}
+
+/// setsockopt with an int value.
+fn set_int_option(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
     // SAFETY: `value` is a c_int that outlives the call and the fd is open for the borrow.
     let rc = unsafe {
         libc::setsockopt(
@@ -73,25 +83,12 @@ pub fn enable_packet_info(fd: BorrowedFd<'_>, ipv6: bool) -> io::Result<()> {
         true => (libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO),
         false => (libc::IPPROTO_IP, libc::IP_PKTINFO),
     };
-    let on: libc::c_int = 1;
-    // SAFETY: `on` is a c_int that outlives the call and the fd is open for the borrow.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            level,
-            name,
-            (&raw const on).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    set_int_option(fd, level, name, 1)
 }
 
 /// Receives one datagram into `buf`: its length, its sender, and the address it was sent
-/// to when the socket has packet info on (see [`enable_packet_info`]).
+/// to when the socket has packet info on (see [`enable_packet_info`]; sockets bound to one
+/// address need none).
 pub fn recv_with_destination(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],

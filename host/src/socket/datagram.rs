@@ -58,7 +58,8 @@ pub struct SharedUdp {
     /// The local address it is bound to.
     pub local: SocketAddr,
     /// Bound to all interfaces, so each datagram's own destination address is asked of the
-    /// kernel (IP_PKTINFO) to tell the handler which local address it reached.
+    /// kernel (IP_PKTINFO) to tell the handler which local address it reached. Sockets bound
+    /// to one address keep `recvfrom`: `recvmsg` with its control buffer costs more.
     packet_info: bool,
     _port: PortRegistration,
 }
@@ -107,7 +108,10 @@ impl SharedUdp {
                 let receive = || crate::sys::recv_with_destination(fd, buf);
                 self.socket.try_io(Interest::READABLE, receive)
             }
-            false => (self.socket.try_recv_from(buf)).map(|(n, from)| (n, from, None)),
+            false => self
+                .socket
+                .try_recv_from(buf)
+                .map(|(n, from)| (n, from, None)),
         };
         match received {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
@@ -189,8 +193,9 @@ impl Delivery {
 /// A handle's part in a delivery.
 struct Delivering {
     delivery: Arc<Delivery>,
-    /// The handle that enabled delivery: closing it stops delivery. A handler's handle may
-    /// stop it by `cancel-io`, but dropping one, as every handler does, does not.
+    /// The handle that enabled delivery: closing or dropping it stops delivery. A handler's
+    /// handle may stop it by `cancel-io` or `close`, but dropping one, as every handler does,
+    /// does not.
     owner: bool,
 }
 
