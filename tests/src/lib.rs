@@ -187,6 +187,18 @@ pub async fn native_udp_echo() -> SocketAddr {
     addr
 }
 
+/// Sends `message` from `socket` to `to` and returns the first datagram back, from any
+/// sender, as text (bounded).
+pub async fn udp_exchange(socket: &UdpSocket, to: SocketAddr, message: &[u8]) -> String {
+    socket.send_to(message, to).await.unwrap();
+    let mut buf = vec![0u8; 2048];
+    let (n, _) = tokio::time::timeout(TIMEOUT, socket.recv_from(&mut buf))
+        .await
+        .expect("no datagram came back in time")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
 /// Sends `line` plus a newline over TCP and reads one line back (bounded).
 pub async fn tcp_round_trip(addr: SocketAddr, line: &str) -> String {
     let exchange = async {

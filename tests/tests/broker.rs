@@ -51,17 +51,9 @@ async fn datagram_is_delivered_on_activation() {
     let port = guest.bound(Transport::Udp).await.port();
     let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
     for round in 0..3 {
-        client
-            .send_to(format!("ping {round}").as_bytes(), ("127.0.0.1", port))
-            .await
-            .unwrap();
-        let mut buf = [0u8; 128];
-        let (n, _) = tokio::time::timeout(TIMEOUT, client.recv_from(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
+        let to = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         assert_eq!(
-            String::from_utf8_lossy(&buf[..n]),
+            udp_exchange(&client, to, format!("ping {round}").as_bytes()).await,
             format!("socket-activity:echo-udp:udp-context:ping {round}")
         );
     }

@@ -256,16 +256,10 @@ async fn datagrams_and_connections_together() {
     let udp_port = server.bound(Transport::Udp).await.port();
     let mut stream = connect(port).await;
     let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let to = SocketAddr::from(([127, 0, 0, 1], udp_port));
     for i in 0..10 {
-        udp.send_to(format!("d{i}").as_bytes(), ("127.0.0.1", udp_port))
-            .await
-            .unwrap();
-        let mut buf = [0u8; 32];
-        let (n, _) = tokio::time::timeout(TIMEOUT, udp.recv_from(&mut buf))
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(&buf[..n], format!("d{i}").as_bytes());
+        let message = format!("d{i}");
+        assert_eq!(udp_exchange(&udp, to, message.as_bytes()).await, message);
         assert_eq!(
             echo_line(&mut stream, &format!("t{i}")).await,
             format!("t{i}")
@@ -286,22 +280,11 @@ async fn a_handler_stops_its_sockets_delivery() {
         let port = server.bound(Transport::Udp).await.port();
         // Not connected: the answer to `close` comes from another socket.
         let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let ask = async |question: &str| {
-            udp.send_to(question.as_bytes(), ("127.0.0.1", port))
-                .await
-                .unwrap();
-            let mut buf = [0u8; 512];
-            let n = tokio::time::timeout(TIMEOUT, udp.recv_from(&mut buf))
-                .await
-                .expect("the handler answers")
-                .unwrap()
-                .0;
-            String::from_utf8_lossy(&buf[..n]).into_owned()
-        };
-        assert_eq!(ask("before").await, "before");
-        let refused = ask("receive").await;
+        let to = SocketAddr::from(([127, 0, 0, 1], port));
+        assert_eq!(udp_exchange(&udp, to, b"before").await, "before");
+        let refused = udp_exchange(&udp, to, b"receive").await;
         assert!(refused.starts_with("invalid-operation"), "{refused}");
-        assert_eq!(ask(stop).await, answer);
+        assert_eq!(udp_exchange(&udp, to, stop.as_bytes()).await, answer);
         // No handler runs for later datagrams; the listener still serves.
         udp.send_to(b"after", ("127.0.0.1", port)).await.unwrap();
         let mut buf = [0u8; 512];
@@ -323,14 +306,8 @@ async fn datagrams_know_the_local_address_they_reached() {
     for local in ["127.0.0.1", "::1"] {
         let bind = SocketAddr::new(local.parse().unwrap(), 0);
         let udp = tokio::net::UdpSocket::bind(bind).await.unwrap();
-        udp.connect(SocketAddr::new(bind.ip(), port)).await.unwrap();
-        udp.send(b"local").await.unwrap();
-        let mut buf = [0u8; 128];
-        let n = tokio::time::timeout(TIMEOUT, udp.recv(&mut buf))
-            .await
-            .expect("the handler answers")
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&buf[..n]), local);
+        let to = SocketAddr::new(bind.ip(), port);
+        assert_eq!(udp_exchange(&udp, to, b"local").await, local);
     }
     server.app.stop();
 }
